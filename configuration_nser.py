@@ -1,0 +1,152 @@
+"""Configuration of `WhisperForNoisyEmotionClassification` (nser).
+
+Every architectural choice of the model lives here, validated in one place, so that the paper's ablations
+(Shi et al., "A Comprehensive Study on the Effectiveness of ASR Representations for Noise-Robust Speech
+Emotion Recognition", arXiv 2311.07093) run from the same modeling code by changing config values only.
+This file travels to the Hub as remote code: it imports only transformers.
+"""
+
+from transformers import PretrainedConfig, WhisperConfig
+
+FUSION_MODES = ("last", "mean", "single", "weighted_sum", "layer_adapter")
+POOLING_MODES = ("mean", "mean_std")
+DECODER_INPUTS = ("hypothesis", "prompt")
+
+
+class NserConfig(PretrainedConfig):
+    r"""
+    Args:
+        backbone_config (`dict` or `WhisperConfig`, *optional*):
+            Configuration of the Whisper backbone (a tiny random one when omitted, for tests).
+        use_decoder (`bool`, *optional*, defaults to `True`):
+            Also fuse every decoder layer, run teacher-forced on `decoder_input` (semantic cues, as in the paper).
+        encoder_fusion (`str`, *optional*, defaults to `"layer_adapter"`):
+            How the encoder layers (embedding output included) are fused: `"last"`, `"mean"`, `"single"`,
+            `"weighted_sum"` (softmax weights, s3prl style) or `"layer_adapter"` (per-layer bottleneck projection
+            and layer norm, then learned softmax layer weights).
+        decoder_fusion (`str`, *optional*, defaults to `"layer_adapter"`):
+            The same choice for the decoder layers.
+        encoder_layer_index (`int`, *optional*, defaults to -1):
+            Layer used by `"single"` fusion of the encoder (0 = embeddings output, -1 = last layer).
+        decoder_layer_index (`int`, *optional*, defaults to -1):
+            Layer used by `"single"` fusion of the decoder.
+        weighted_sum_layer_norm (`bool`, *optional*, defaults to `False`):
+            Normalise each layer (without affine parameters) before a `"weighted_sum"`, as s3prl's Featurizer can.
+        adapter_dim (`int`, *optional*, defaults to 256):
+            Bottleneck size of the layer adapter's per-layer projection. Not given by the paper; 256 matches
+            `WhisperForAudioClassification.classifier_proj_size`.
+        pooling (`str`, *optional*, defaults to `"mean"`):
+            Attention-masked temporal pooling of each group: `"mean"` or `"mean_std"` (statistics pooling).
+        embedding_dim (`int`, *optional*, defaults to 256):
+            Width of the embedding module that combines the pooled encoder and decoder groups.
+        classifier_dropout (`float`, *optional*, defaults to 0.1):
+            Dropout in the adapter output and the embedding module.
+        decoder_input (`str`, *optional*, defaults to `"hypothesis"`):
+            What the decoder reads: `"hypothesis"` (the model's own greedy ASR hypothesis after the task prompt)
+            or `"prompt"` (the task prompt only, no decoding). The paper's exact decoder input is not published.
+        asr_language (`str`, *optional*):
+            Language of the ASR hypothesis (e.g. `"zh"`, `"en"`); `None` lets Whisper detect it per clip.
+        asr_task (`str`, *optional*, defaults to `"transcribe"`):
+            Whisper task token of the decoder prompt.
+        max_hypothesis_tokens (`int`, *optional*, defaults to 48):
+            Hard cap on hypothesis tokens.
+        hypothesis_tokens_per_second (`float`, *optional*, defaults to 8.0):
+            Per-clip cap of `ceil(duration * rate)` tokens: stops degenerate repetition on short clips.
+        asr_generation_config (`dict`, *optional*):
+            Whisper's generation config (language and task token ids) copied from the checkpoint, needed to decode.
+        pad_to_30s (`bool`, *optional*, defaults to `False`):
+            Run the encoder on features padded to 30 s, as standard Whisper does. By default the encoder runs on
+            the real length (positional embeddings sliced), which is faster and never attends to padding.
+        freeze_backbone (`bool`, *optional*, defaults to `True`):
+            Keep the Whisper weights fixed; only the fusion modules, embedding and classifier train.
+    """
+
+    model_type = "nser"
+    sub_configs = {"backbone_config": WhisperConfig}
+
+    def __init__(
+        self,
+        backbone_config=None,
+        use_decoder=True,
+        encoder_fusion="layer_adapter",
+        decoder_fusion="layer_adapter",
+        encoder_layer_index=-1,
+        decoder_layer_index=-1,
+        weighted_sum_layer_norm=False,
+        adapter_dim=256,
+        pooling="mean",
+        embedding_dim=256,
+        classifier_dropout=0.1,
+        decoder_input="hypothesis",
+        asr_language=None,
+        asr_task="transcribe",
+        max_hypothesis_tokens=48,
+        hypothesis_tokens_per_second=8.0,
+        asr_generation_config=None,
+        pad_to_30s=False,
+        freeze_backbone=True,
+        **kwargs,
+    ):
+        if backbone_config is None:
+            backbone_config = WhisperConfig()
+        elif isinstance(backbone_config, dict):
+            backbone_config = WhisperConfig(**backbone_config)
+        self.backbone_config = backbone_config
+        self.use_decoder = use_decoder
+        self.encoder_fusion = encoder_fusion
+        self.decoder_fusion = decoder_fusion
+        self.encoder_layer_index = encoder_layer_index
+        self.decoder_layer_index = decoder_layer_index
+        self.weighted_sum_layer_norm = weighted_sum_layer_norm
+        self.adapter_dim = adapter_dim
+        self.pooling = pooling
+        self.embedding_dim = embedding_dim
+        self.classifier_dropout = classifier_dropout
+        self.decoder_input = decoder_input
+        self.asr_language = asr_language
+        self.asr_task = asr_task
+        self.max_hypothesis_tokens = max_hypothesis_tokens
+        self.hypothesis_tokens_per_second = hypothesis_tokens_per_second
+        self.asr_generation_config = asr_generation_config
+        self.pad_to_30s = pad_to_30s
+        self.freeze_backbone = freeze_backbone
+        super().__init__(**kwargs)
+        self._validate()
+
+    @property
+    def num_encoder_states(self):
+        """Encoder hidden states fused: the embedding output plus one per layer."""
+        return self.backbone_config.encoder_layers + 1
+
+    @property
+    def num_decoder_states(self):
+        return self.backbone_config.decoder_layers + 1
+
+    @property
+    def max_frames(self):
+        """Longest log-mel input the encoder accepts (30 s for every Whisper size)."""
+        return 2 * self.backbone_config.max_source_positions
+
+    def _validate(self):
+        """Reject option combinations early, with the offending values, instead of deep in torch."""
+        for name in ("encoder_fusion", "decoder_fusion"):
+            if getattr(self, name) not in FUSION_MODES:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {FUSION_MODES}")
+        if self.pooling not in POOLING_MODES:
+            raise ValueError(f"pooling={self.pooling!r} is not one of {POOLING_MODES}")
+        if self.decoder_input not in DECODER_INPUTS:
+            raise ValueError(f"decoder_input={self.decoder_input!r} is not one of {DECODER_INPUTS}")
+        for name, count in (("encoder_layer_index", self.num_encoder_states), ("decoder_layer_index", self.num_decoder_states)):
+            index = getattr(self, name)
+            if not -count <= index < count:
+                raise ValueError(f"{name}={index} is out of range for {count} hidden states")
+        for name in ("adapter_dim", "embedding_dim", "max_hypothesis_tokens"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.hypothesis_tokens_per_second <= 0:
+            raise ValueError(f"hypothesis_tokens_per_second must be > 0, got {self.hypothesis_tokens_per_second}")
+        if not 0.0 <= self.classifier_dropout < 1.0:
+            raise ValueError(f"classifier_dropout must be in [0, 1), got {self.classifier_dropout}")
+
+
+__all__ = ["NserConfig"]

@@ -1,0 +1,459 @@
+"""WhisperForNoisyEmotionClassification: emotion recognition from every Whisper layer (nser).
+
+The method of Shi et al. (arXiv 2311.07093): a pretrained ASR model is a noise-robust feature extractor.
+The hidden states of every encoder layer (acoustic and phonetic cues) and, optionally, every decoder layer
+(semantic cues; the decoder reads the model's own ASR hypothesis) are fused per group, pooled over time
+with the padding masked out, combined by an embedding module and classified.
+
+This file travels to the Hub as remote code: it imports only torch, transformers and configuration_nser.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import GenerationConfig, PreTrainedModel, WhisperFeatureExtractor, WhisperForConditionalGeneration
+from transformers import initialization as init
+from transformers.modeling_outputs import ModelOutput, SequenceClassifierOutput
+from transformers.utils import logging
+
+try:  # Hub remote code and a package install both work: the Hub needs the relative import.
+    from .configuration_nser import NserConfig
+except ImportError:
+    from configuration_nser import NserConfig
+
+logger = logging.get_logger(__name__)
+
+FRAMES_PER_SECOND = 100  # Whisper's log-mel hop: 160 samples at 16 kHz, for every model size.
+SAMPLING_RATE = 16000
+
+
+@dataclass
+class NserLayerStates(ModelOutput):
+    """What the frozen backbone hands to the trainable part; also what the feature cache stores.
+
+    Args:
+        encoder_layer_states (`torch.FloatTensor` of shape `(batch, encoder_layers + 1, frames, d_model)`)
+        encoder_layer_mask (`torch.Tensor` of shape `(batch, frames)`): 1 for real frames, 0 for padding.
+        decoder_layer_states (`torch.FloatTensor` of shape `(batch, decoder_layers + 1, tokens, d_model)`)
+        decoder_layer_mask (`torch.Tensor` of shape `(batch, tokens)`): 1 for prompt and hypothesis tokens.
+        hypothesis_ids (`torch.LongTensor` of shape `(batch, tokens)`): the decoder input (prompt + hypothesis).
+    """
+
+    encoder_layer_states: torch.FloatTensor | None = None
+    encoder_layer_mask: torch.Tensor | None = None
+    decoder_layer_states: torch.FloatTensor | None = None
+    decoder_layer_mask: torch.Tensor | None = None
+    hypothesis_ids: torch.LongTensor | None = None
+
+
+@dataclass
+class NserClassifierOutput(SequenceClassifierOutput):
+    """`SequenceClassifierOutput` plus the decoder input used, so callers can show the ASR hypothesis."""
+
+    hypothesis_ids: torch.LongTensor | None = None
+
+
+class SingleLayerFusion(nn.Module):
+    """Picks one layer (`index=-1`: the last one, the usual single-layer baseline)."""
+
+    def __init__(self, num_layers, hidden_size, index=-1):
+        super().__init__()
+        self.num_layers, self.index, self.output_dim = num_layers, index, hidden_size
+
+    def forward(self, states):  # (B, L, T, D) -> (B, T, D)
+        return states[:, self.index]
+
+    def layer_weights(self):
+        weights = torch.zeros(self.num_layers)
+        weights[self.index] = 1.0
+        return weights
+
+
+class MeanFusion(nn.Module):
+    """Unweighted mean of all layers."""
+
+    def __init__(self, num_layers, hidden_size):
+        super().__init__()
+        self.num_layers, self.output_dim = num_layers, hidden_size
+
+    def forward(self, states):
+        return states.mean(dim=1)
+
+    def layer_weights(self):
+        return torch.full((self.num_layers,), 1.0 / self.num_layers)
+
+
+class WeightedSumFusion(nn.Module):
+    """Softmax-weighted sum of layers (WhisperForAudioClassification's `use_weighted_layer_sum`, s3prl's Featurizer)."""
+
+    def __init__(self, num_layers, hidden_size, layer_norm=False):
+        super().__init__()
+        self.layer_norm, self.output_dim = layer_norm, hidden_size
+        self.layer_logits = nn.Parameter(torch.zeros(num_layers))
+
+    def forward(self, states):
+        if self.layer_norm:
+            states = nn.functional.layer_norm(states, states.shape[-1:])
+        weights = self.layer_logits.softmax(dim=0).to(states.dtype)
+        return torch.einsum("bltd,l->btd", states, weights)
+
+    def layer_weights(self):
+        return self.layer_logits.detach().softmax(dim=0).cpu()
+
+
+class LayerAdapter(nn.Module):
+    """The paper's layer adapter: each layer gets its own bottleneck projection and layer norm (layers differ
+    in scale and in what they encode), then the projected layers are summed with learned softmax weights."""
+
+    def __init__(self, num_layers, hidden_size, adapter_dim, dropout):
+        super().__init__()
+        self.output_dim = adapter_dim
+        self.projections = nn.ModuleList(nn.Linear(hidden_size, adapter_dim) for _ in range(num_layers))
+        self.norms = nn.ModuleList(nn.LayerNorm(adapter_dim) for _ in range(num_layers))
+        self.layer_logits = nn.Parameter(torch.zeros(num_layers))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, states):  # (B, L, T, D) -> (B, T, adapter_dim)
+        projected = torch.stack(
+            [norm(proj(states[:, i])) for i, (proj, norm) in enumerate(zip(self.projections, self.norms))], dim=1
+        )
+        weights = self.layer_logits.softmax(dim=0).to(projected.dtype)
+        return self.dropout(torch.einsum("bltp,l->btp", projected, weights))
+
+    def layer_weights(self):
+        return self.layer_logits.detach().softmax(dim=0).cpu()
+
+
+def build_fusion(mode, num_layers, hidden_size, layer_index, config):
+    """The fusion registry: one small module per `encoder_fusion` / `decoder_fusion` value."""
+    builders = {
+        "last": lambda: SingleLayerFusion(num_layers, hidden_size, index=-1),
+        "single": lambda: SingleLayerFusion(num_layers, hidden_size, index=layer_index),
+        "mean": lambda: MeanFusion(num_layers, hidden_size),
+        "weighted_sum": lambda: WeightedSumFusion(num_layers, hidden_size, config.weighted_sum_layer_norm),
+        "layer_adapter": lambda: LayerAdapter(num_layers, hidden_size, config.adapter_dim, config.classifier_dropout),
+    }
+    return builders[mode]()
+
+
+def masked_pool(states, mask, mode):
+    """Pool (B, T, C) over real frames only, so padding in a batch never changes a clip's vector."""
+    weights = mask.to(states.dtype).unsqueeze(-1)  # (B, T, 1)
+    count = weights.sum(dim=1).clamp(min=1.0)
+    mean = (states * weights).sum(dim=1) / count
+    if mode == "mean":
+        return mean
+    variance = (((states - mean.unsqueeze(1)) ** 2) * weights).sum(dim=1) / count
+    return torch.cat([mean, variance.clamp(min=1e-6).sqrt()], dim=-1)
+
+
+class NserPreTrainedModel(PreTrainedModel):
+    config_class = NserConfig
+    config: NserConfig
+    base_model_prefix = "backbone"
+    main_input_name = "input_features"
+    input_modalities = ("audio",)
+    supports_gradient_checkpointing = False
+    _supports_sdpa = True
+
+    def _init_weights(self, module):
+        std = self.config.backbone_config.init_std
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, (WeightedSumFusion, LayerAdapter)):
+            init.zeros_(module.layer_logits)  # uniform layer weights at the start, as in transformers
+
+
+class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
+    """Whisper backbone (frozen by default) + per-group layer fusion + masked pooling + embedding + classifier."""
+
+    def __init__(self, config: NserConfig):
+        super().__init__(config)
+        backbone_config = config.backbone_config
+        self.backbone = WhisperForConditionalGeneration(backbone_config)
+        if config.asr_generation_config:
+            self.backbone.generation_config = GenerationConfig.from_dict(config.asr_generation_config)
+        hidden = backbone_config.d_model
+        self.encoder_fusion = build_fusion(
+            config.encoder_fusion, config.num_encoder_states, hidden, config.encoder_layer_index, config
+        )
+        group_dims = [self.encoder_fusion.output_dim]
+        self.decoder_fusion = None
+        if config.use_decoder:
+            self.decoder_fusion = build_fusion(
+                config.decoder_fusion, config.num_decoder_states, hidden, config.decoder_layer_index, config
+            )
+            group_dims.append(self.decoder_fusion.output_dim)
+        pool_factor = 2 if config.pooling == "mean_std" else 1
+        self.embedding = nn.Sequential(
+            nn.Linear(pool_factor * sum(group_dims), config.embedding_dim),
+            nn.GELU(),
+            nn.Dropout(config.classifier_dropout),
+        )
+        self.classifier = nn.Linear(config.embedding_dim, config.num_labels)
+        config.auto_map = {
+            "AutoConfig": "configuration_nser.NserConfig",
+            "AutoModel": "modeling_nser.WhisperForNoisyEmotionClassification",
+            "AutoModelForAudioClassification": "modeling_nser.WhisperForNoisyEmotionClassification",
+        }
+        self.post_init()
+        if config.freeze_backbone:
+            self.freeze_backbone()
+
+    # ----------------------------------------------------------------- construction and saving
+    @classmethod
+    def from_whisper(cls, checkpoint, label_names, **config_kwargs):
+        """Build an untrained classifier on any Whisper checkpoint (a Hub id or a local folder)."""
+        if not label_names or len(set(label_names)) != len(label_names):
+            raise ValueError(f"label_names must be non-empty and unique, got {label_names!r}")
+        whisper = WhisperForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32)
+        backbone_config = whisper.config.to_dict()
+        backbone_config["dtype"] = "float32"
+        config = NserConfig(
+            backbone_config=backbone_config,
+            asr_generation_config=whisper.generation_config.to_dict(),
+            id2label=dict(enumerate(label_names)),
+            label2id={name: i for i, name in enumerate(label_names)},
+            **config_kwargs,
+        )
+        config.name_or_path = str(checkpoint)
+        model = cls(config)
+        model.backbone.load_state_dict(whisper.state_dict())
+        return model
+
+    def build_feature_extractor(self):
+        """The Whisper feature extractor for this backbone, emitting the frame mask the model needs."""
+        return WhisperFeatureExtractor(
+            feature_size=self.config.backbone_config.num_mel_bins,
+            sampling_rate=SAMPLING_RATE,
+            hop_length=SAMPLING_RATE // FRAMES_PER_SECOND,
+            chunk_length=self.config.max_frames // FRAMES_PER_SECOND,
+            return_attention_mask=True,
+        )
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Also writes the feature extractor config, so `pipeline(model=dir)` works on the folder alone."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        self.build_feature_extractor().save_pretrained(save_directory)
+
+    def freeze_backbone(self):
+        """Stop gradients into Whisper; only fusion, embedding and classifier train."""
+        self.backbone.requires_grad_(False)
+
+    def layer_weights(self):
+        """Learned (or fixed) weight of each layer per group, e.g. `{"encoder": tensor([...7 values])}`."""
+        fusions = {"encoder": self.encoder_fusion, "decoder": self.decoder_fusion}
+        return {group: fusion.layer_weights() for group, fusion in fusions.items() if fusion is not None}
+
+    # ----------------------------------------------------------------- backbone features
+    def _frame_mask(self, input_features, attention_mask):
+        """Validate the log-mel input and return it trimmed to the longest real clip, with its frame mask."""
+        if input_features.dim() != 3 or input_features.shape[1] != self.config.backbone_config.num_mel_bins:
+            raise ValueError(
+                f"input_features must be (batch, {self.config.backbone_config.num_mel_bins} mel bins, frames), "
+                f"got shape {tuple(input_features.shape)}"
+            )
+        bad = (~torch.isfinite(input_features)).flatten(1).any(dim=1)
+        if bad.any():
+            raise ValueError(f"input_features of clip(s) {bad.nonzero().flatten().tolist()} contain NaN or Inf")
+        batch, _, frames = input_features.shape
+        if attention_mask is None:
+            lengths = torch.full((batch,), frames, device=input_features.device)
+        else:
+            hop = SAMPLING_RATE // FRAMES_PER_SECOND
+            if attention_mask.shape == (batch, frames * hop):
+                # WhisperFeatureExtractor(return_attention_mask=True) called without the argument (as pipelines
+                # do) returns the sample-level mask: one frame per hop.
+                attention_mask = attention_mask[:, ::hop]
+            if attention_mask.shape != (batch, frames):
+                raise ValueError(
+                    f"attention_mask must be a frame mask of shape {(batch, frames)} or a sample mask of shape "
+                    f"{(batch, frames * hop)} (as WhisperFeatureExtractor returns them), got {tuple(attention_mask.shape)}"
+                )
+            lengths = attention_mask.long().sum(dim=1)
+        if (lengths == 0).any():
+            raise ValueError(f"clip(s) {(lengths == 0).nonzero().flatten().tolist()} are empty (no frames)")
+        if lengths.max() > self.config.max_frames:
+            logger.warning(
+                "Input longer than %d s: truncated to the first %d s (Whisper's encoder window).",
+                self.config.max_frames // FRAMES_PER_SECOND,
+                self.config.max_frames // FRAMES_PER_SECOND,
+            )
+            lengths = lengths.clamp(max=self.config.max_frames)
+        longest = int(lengths.max())
+        mask = torch.arange(longest, device=lengths.device)[None, :] < lengths[:, None]
+        return input_features[:, :, :longest], mask
+
+    def _pad_to_30s(self, features, frame_mask):
+        """Pad each clip to Whisper's 30 s window with its own log-mel floor (what the feature extractor
+        produces for zero samples: the clip's maximum minus 2 after normalisation), independent of the batch."""
+        floor = features.masked_fill(~frame_mask[:, None, :], float("-inf")).amax(dim=(1, 2)) - 2.0
+        padded = floor[:, None, None].expand(-1, features.shape[1], self.config.max_frames).clone()
+        keep = frame_mask[:, None, :].expand_as(features)
+        padded[:, :, : features.shape[2]] = torch.where(keep, features, padded[:, :, : features.shape[2]])
+        return padded
+
+    def _encode_real_length(self, features, frame_mask):
+        """Whisper's encoder on the real length: convolutions, positional embeddings sliced to the frame count,
+        the layers with padded frames masked as keys, the final layer norm. On a full 30 s input this is the
+        standard encoder; padding is zeroed before each convolution so a clip's states do not depend on the batch."""
+        encoder = self.backbone.model.encoder
+        keep = frame_mask[:, None, :].to(features.dtype)
+        hidden = nn.functional.gelu(encoder.conv1(features * keep)) * keep
+        hidden = nn.functional.gelu(encoder.conv2(hidden)).permute(0, 2, 1)  # (B, T, D), T = ceil(frames / 2)
+        token_mask = frame_mask[:, ::2]
+        hidden = hidden + encoder.embed_positions.weight[: hidden.shape[1]]
+        additive_mask = (~token_mask)[:, None, None, :].to(hidden.dtype) * torch.finfo(hidden.dtype).min
+        states = [hidden]
+        for layer in encoder.layers:
+            hidden = layer(hidden, additive_mask)
+            states.append(hidden)
+        states[-1] = encoder.layer_norm(hidden)
+        return torch.stack(states, dim=1), token_mask
+
+    def _decoder_prompt(self, encoder_outputs, batch):
+        """`<|startoftranscript|><|lang|><|task|><|notimestamps|>` per clip; the language is detected when unset."""
+        generation = self.backbone.generation_config
+        if self.config.asr_language is None:
+            languages = self.backbone.detect_language(encoder_outputs=encoder_outputs).view(-1)
+        else:
+            token = f"<|{self.config.asr_language}|>"
+            if token not in generation.lang_to_id:
+                raise ValueError(f"asr_language={self.config.asr_language!r} is not a language of this Whisper model")
+            languages = torch.full((batch,), generation.lang_to_id[token], device=self.device)
+        fixed = torch.tensor(
+            [generation.decoder_start_token_id, generation.task_to_id[self.config.asr_task], generation.no_timestamps_token_id],
+            device=languages.device,
+        ).expand(batch, -1)
+        return torch.cat([fixed[:, :1], languages[:, None], fixed[:, 1:]], dim=1)
+
+    def _hypothesis(self, encoder_outputs, prompt, frame_mask):
+        """Greedy ASR hypothesis from the standard padded encoder output (decoding from the real-length output
+        degenerates), capped per clip at `ceil(duration * hypothesis_tokens_per_second)` tokens."""
+        generation = self.backbone.generation_config
+        seconds = frame_mask.sum(dim=1).float() / FRAMES_PER_SECOND
+        caps = (seconds * self.config.hypothesis_tokens_per_second).ceil().long()
+        caps = caps.clamp(min=1, max=self.config.max_hypothesis_tokens)
+        id_to_language = {token_id: token for token, token_id in generation.lang_to_id.items()}
+        tokens = self.backbone.generate(
+            encoder_outputs=encoder_outputs,
+            language=[id_to_language[int(i)] for i in prompt[:, 1]],
+            task=self.config.asr_task,
+            max_new_tokens=int(caps.max()),
+            do_sample=False,
+            num_beams=1,
+        )  # (B, G): text tokens only, finished clips padded with end-of-text
+        position = torch.arange(tokens.shape[1], device=tokens.device)[None, :]
+        keep = ((tokens == generation.eos_token_id).cumsum(dim=1) == 0) & (position < caps[:, None])
+        tokens = tokens.masked_fill(~keep, generation.eos_token_id)
+        ids = torch.cat([prompt, tokens], dim=1)
+        mask = torch.cat([torch.ones_like(prompt, dtype=torch.bool), keep], dim=1)
+        return ids, mask
+
+    def extract_layer_states(self, input_features, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None):
+        """Run the backbone and return every layer's hidden states with their masks (`NserLayerStates`).
+
+        `decoder_input_ids` (prompt + hypothesis, e.g. from a cache) skips decoding when given."""
+        features, frame_mask = self._frame_mask(input_features, attention_mask)
+        needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.backbone.parameters())
+        with torch.set_grad_enabled(needs_grad):
+            padded_outputs = None
+            if self.config.pad_to_30s or self.config.use_decoder:
+                padded_outputs = self.backbone.model.encoder(
+                    self._pad_to_30s(features, frame_mask), output_hidden_states=self.config.pad_to_30s
+                )
+            if self.config.pad_to_30s:
+                encoder_states = torch.stack(padded_outputs.hidden_states, dim=1)
+                encoder_mask = torch.zeros(encoder_states.shape[0], encoder_states.shape[2], dtype=torch.bool,
+                                           device=features.device)
+                encoder_mask[:, : (features.shape[2] + 1) // 2] = frame_mask[:, ::2]
+            else:
+                encoder_states, encoder_mask = self._encode_real_length(features, frame_mask)
+            result = NserLayerStates(encoder_layer_states=encoder_states, encoder_layer_mask=encoder_mask)
+            if not self.config.use_decoder:
+                return result
+            if decoder_input_ids is None:
+                with torch.no_grad():
+                    prompt = self._decoder_prompt(padded_outputs, features.shape[0])
+                    if self.config.decoder_input == "prompt":
+                        decoder_input_ids, decoder_attention_mask = prompt, torch.ones_like(prompt, dtype=torch.bool)
+                    else:
+                        decoder_input_ids, decoder_attention_mask = self._hypothesis(padded_outputs, prompt, frame_mask)
+            elif decoder_attention_mask is None:
+                decoder_attention_mask = torch.ones_like(decoder_input_ids, dtype=torch.bool)
+            decoder_outputs = self.backbone.model.decoder(
+                input_ids=decoder_input_ids,
+                encoder_hidden_states=padded_outputs.last_hidden_state,
+                output_hidden_states=True,
+                use_cache=False,
+            )
+        result.decoder_layer_states = torch.stack(decoder_outputs.hidden_states, dim=1)
+        result.decoder_layer_mask = decoder_attention_mask.bool()
+        result.hypothesis_ids = decoder_input_ids
+        return result
+
+    # ----------------------------------------------------------------- trainable part
+    def classify_layer_states(self, states: NserLayerStates):
+        """Fusion, masked pooling, embedding and classifier on (possibly cached) layer states."""
+        pooled = [masked_pool(self.encoder_fusion(states.encoder_layer_states), states.encoder_layer_mask, self.config.pooling)]
+        if self.decoder_fusion is not None:
+            if states.decoder_layer_states is None:
+                raise ValueError("use_decoder=True but no decoder_layer_states were given")
+            pooled.append(
+                masked_pool(self.decoder_fusion(states.decoder_layer_states), states.decoder_layer_mask, self.config.pooling)
+            )
+        return self.classifier(self.embedding(torch.cat(pooled, dim=-1)))
+
+    def forward(
+        self,
+        input_features=None,
+        attention_mask=None,
+        labels=None,
+        decoder_input_ids=None,
+        decoder_attention_mask=None,
+        encoder_layer_states=None,
+        encoder_layer_mask=None,
+        decoder_layer_states=None,
+        decoder_layer_mask=None,
+        return_dict=None,
+        **kwargs,
+    ):
+        r"""
+        input_features (`torch.FloatTensor` of shape `(batch, num_mel_bins, frames)`):
+            Log-mel features from `WhisperFeatureExtractor`, any length up to 30 s (longer input is truncated
+            with a warning). Padded batches need `attention_mask`.
+        attention_mask (`torch.Tensor` of shape `(batch, frames)`, *optional*):
+            Frame mask as returned by `WhisperFeatureExtractor(..., return_attention_mask=True)`.
+        labels (`torch.LongTensor` of shape `(batch,)`, *optional*):
+            Class ids; the cross-entropy loss is returned when given.
+        decoder_input_ids, decoder_attention_mask (*optional*):
+            A precomputed decoder input (prompt + hypothesis) to skip decoding.
+        encoder_layer_states, encoder_layer_mask, decoder_layer_states, decoder_layer_mask (*optional*):
+            Precomputed `NserLayerStates` (e.g. from the feature cache) instead of `input_features`.
+        """
+        if encoder_layer_states is not None:
+            states = NserLayerStates(encoder_layer_states, encoder_layer_mask, decoder_layer_states, decoder_layer_mask)
+        elif input_features is not None:
+            states = self.extract_layer_states(input_features, attention_mask, decoder_input_ids, decoder_attention_mask)
+        else:
+            raise ValueError("Pass input_features (log-mel) or encoder_layer_states (precomputed).")
+        logits = self.classify_layer_states(states)
+        loss = None
+        if labels is not None:
+            loss = nn.functional.cross_entropy(logits.float(), labels.to(logits.device).long())
+        output = NserClassifierOutput(loss=loss, logits=logits, hypothesis_ids=states.hypothesis_ids)
+        if return_dict is False:
+            return output.to_tuple()
+        return output
+
+
+NserConfig.register_for_auto_class()
+WhisperForNoisyEmotionClassification.register_for_auto_class("AutoModelForAudioClassification")
+
+__all__ = ["NserLayerStates", "NserClassifierOutput", "WhisperForNoisyEmotionClassification"]
