@@ -259,6 +259,7 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
                 f"input_features must be (batch, {self.config.backbone_config.num_mel_bins} mel bins, frames), "
                 f"got shape {tuple(input_features.shape)}"
             )
+        input_features = input_features.to(self.dtype)
         bad = (~torch.isfinite(input_features)).flatten(1).any(dim=1)
         if bad.any():
             raise ValueError(f"input_features of clip(s) {bad.nonzero().flatten().tolist()} contain NaN or Inf")

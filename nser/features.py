@@ -55,7 +55,7 @@ def _describe(value, column):
 
 class PaddingCollator:
     """Right-pads `input_features` (mel, frames) with zeros and builds the frame `attention_mask`; pads cached
-    layer states (layers, time, dim) the same way with their masks. The model masks padding everywhere, so the
+    layer states (stored time-major: time, layers, dim) the same way with their masks. The model masks padding everywhere, so the
     pad value never reaches a logit."""
 
     state_keys = ("encoder_layer_states", "decoder_layer_states")
@@ -63,10 +63,11 @@ class PaddingCollator:
     def __call__(self, examples):
         batch = {}
         if "input_features" in examples[0]:
-            batch["input_features"], batch["attention_mask"] = _pad_last([e["input_features"] for e in examples])
+            features = [np.asarray(e["input_features"], dtype=np.float32) for e in examples]
+            batch["input_features"], batch["attention_mask"] = _pad_last(features)
         for key in self.state_keys:
             if key in examples[0]:
-                states = [torch.as_tensor(np.asarray(e[key]), dtype=torch.float32).transpose(-1, -2) for e in examples]
+                states = [torch.as_tensor(np.asarray(e[key]), dtype=torch.float32).permute(1, 2, 0) for e in examples]
                 padded, mask = _pad_last(states)  # (B, L, D, T)
                 batch[key] = padded.transpose(-1, -2)  # (B, L, T, D)
                 batch[key.replace("states", "mask")] = mask

@@ -48,3 +48,11 @@ def tiny_model(seed=0, **config_kwargs):
 def random_features(frames, seed=0, batch=1):
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(batch, 80, frames, generator=generator)
+
+
+def save_tiny_whisper(folder, seed=0):
+    """A tiny random Whisper checkpoint (with the generation config decoding needs) for `from_whisper`."""
+    model = tiny_model(seed=seed).backbone
+    model.generation_config = GenerationConfig.from_dict(tiny_generation_config())
+    model.save_pretrained(folder)
+    return folder

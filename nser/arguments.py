@@ -1,0 +1,104 @@
+"""Command-line arguments of `run_nser.py`, as `HfArgumentParser` dataclasses (transformers' example style).
+
+Architecture choices are not repeated here: they are `NserConfig` values, set with `--config_overrides`
+(as in transformers' `run_clm.py`), so the config stays the single source of truth.
+"""
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(
+        default="openai/whisper-base",
+        metadata={"help": "A Whisper checkpoint (Hub id or folder) to build on, or a trained nser model folder."},
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": "NserConfig values, e.g. 'use_decoder=false,encoder_fusion=weighted_sum,asr_language=zh'."},
+    )
+    freeze_backbone: bool = field(default=True, metadata={"help": "Keep Whisper frozen (needed for the feature cache)."})
+    use_lora: bool = field(default=False, metadata={"help": "Train LoRA adapters on the encoder (peft); merged before saving."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "v_proj"], metadata={"help": "Encoder linear layers that get LoRA."}
+    )
+    class_weighted_loss: bool = field(
+        default=False, metadata={"help": "Weight the cross-entropy by inverse class frequency (imbalanced corpora)."}
+    )
+    early_stopping_patience: int | None = field(
+        default=None, metadata={"help": "Stop after this many evaluations without improvement of the best metric."}
+    )
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "A folder written by dataset_scripts/ (save_to_disk) or a Hub dataset id."}
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration."})
+    audio_folder: str | None = field(default=None, metadata={"help": "An audio folder: one sub-folder per label."})
+    manifest_csv: str | None = field(default=None, metadata={"help": "A CSV with path,label[,speaker] columns."})
+    audio_column_name: str = field(default="audio", metadata={"help": "Column holding the audio."})
+    label_column_name: str = field(default="label", metadata={"help": "Column holding the emotion label."})
+    speaker_column_name: str = field(
+        default="speaker", metadata={"help": "Column used for speaker-independent splits when a split is missing."}
+    )
+    emotion_labels: list[str] | None = field(
+        default=None, metadata={"help": "Fix the label set and order; a label outside it is an error."}
+    )
+    test_groups: list[str] | None = field(default=None, metadata={"help": "Speakers/sessions held out for test."})
+    validation_groups: list[str] | None = field(
+        default=None, metadata={"help": "Speakers/sessions held out for validation (model selection)."}
+    )
+    cv_column: str | None = field(
+        default=None, metadata={"help": "Leave-one-group-out cross-validation by this column (e.g. session, speaker)."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Seeded subset of train (quick runs)."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Seeded subset of validation."})
+    max_test_samples: int | None = field(default=None, metadata={"help": "Seeded subset of test (every condition)."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "num_proc of the map functions."})
+    feature_cache_dir: str = field(
+        default="~/.cache/nser/features", metadata={"help": "Where backbone states are cached (frozen backbone)."}
+    )
+    feature_cache_dtype: str = field(default="float16", metadata={"help": "float16 (half the disk) or float32 (exact)."})
+    cache_features: bool = field(
+        default=True, metadata={"help": "Compute frozen-backbone states once and reuse them (off with LoRA/unfrozen)."}
+    )
+
+
+@dataclass
+class NoiseArguments:
+    noise_dir: str | None = field(
+        default=None, metadata={"help": "Noise folder (category = sub-folder; split from its metadata.csv if any)."}
+    )
+    noise_csv: str | None = field(default=None, metadata={"help": "Noise list CSV with path,category,split columns."})
+    noise_dataset: str | None = field(default=None, metadata={"help": "A prepared noise dataset (dataset_scripts/)."})
+    train_noise_types: list[str] | None = field(
+        default=None, metadata={"help": "Categories for training augmentation (default: all, with white and pink)."}
+    )
+    test_noise_types: list[str] | None = field(
+        default=None, metadata={"help": "Categories of the noisy test conditions (default: all, with white)."}
+    )
+    train_snr_low: float = field(default=0.0, metadata={"help": "Lowest training SNR (dB)."})
+    train_snr_high: float = field(default=20.0, metadata={"help": "Highest training SNR (dB)."})
+    test_snrs: list[float] = field(
+        default_factory=lambda: [20.0, 10.0, 5.0, 0.0, -5.0], metadata={"help": "SNRs (dB) of the test conditions."}
+    )
+    clean_probability: float = field(default=0.2, metadata={"help": "Chance a training example stays clean."})
+    augment_copies: int = field(
+        default=2, metadata={"help": "Noisy draws per training example when states are cached (a new draw each epoch otherwise)."}
+    )
+    train_with_noise: bool = field(default=True, metadata={"help": "False trains on clean speech only (the clean-trained baseline)."})
+    noise_seed: int = field(default=0, metadata={"help": "Seed of every noise draw (train and test)."})
+
+
+@dataclass
+class RunArguments:
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow writing into a non-empty output folder that holds no checkpoint to resume."}
+    )
+    dataset_hub_id: str | None = field(default=None, metadata={"help": "Hub id of the corpus, for the model card."})
+    model_card_license: str | None = field(default=None, metadata={"help": "License for the model card metadata."})

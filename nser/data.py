@@ -1,0 +1,119 @@
+"""Loading an emotion corpus as a `DatasetDict` and cutting speaker-independent splits and folds.
+
+Sources: a folder written by `dataset_scripts/*` (`save_to_disk`), a Hub dataset id, an audio folder
+(label = sub-folder, `datasets`' audiofolder builder) or a CSV manifest (`path,label[,speaker]`).
+"""
+
+import logging
+from pathlib import Path
+
+from datasets import Audio, ClassLabel, DatasetDict, concatenate_datasets, load_dataset, load_from_disk
+
+from nser.audio import SAMPLING_RATE
+
+logger = logging.getLogger(__name__)
+
+
+def load_corpus(dataset_name=None, dataset_config_name=None, audio_folder=None, manifest_csv=None):
+    """Load the corpus from exactly one source; audio is decoded lazily at 16 kHz mono by `datasets`."""
+    sources = {"dataset_name": dataset_name, "audio_folder": audio_folder, "manifest_csv": manifest_csv}
+    given = {name: value for name, value in sources.items() if value}
+    if len(given) != 1:
+        raise ValueError(f"give exactly one data source of --dataset_name, --audio_folder, --manifest_csv; got {given or 'none'}")
+    if audio_folder:
+        if not Path(audio_folder).is_dir():
+            raise ValueError(f"--audio_folder {audio_folder} is not a folder")
+        corpus = load_dataset("audiofolder", data_dir=str(audio_folder))
+    elif manifest_csv:
+        if not Path(manifest_csv).is_file():
+            raise ValueError(f"--manifest_csv {manifest_csv} does not exist")
+        corpus = load_dataset("csv", data_files={"train": str(manifest_csv)})
+        if "path" not in corpus["train"].column_names:
+            raise ValueError(f"--manifest_csv {manifest_csv} needs a 'path' column; columns: {corpus['train'].column_names}")
+        root = Path(manifest_csv).resolve().parent
+        corpus = corpus.map(lambda row: {"audio": str(root / row["path"])}).cast_column("audio", Audio())
+    elif Path(dataset_name).is_dir():
+        corpus = load_from_disk(dataset_name)
+    else:
+        corpus = load_dataset(dataset_name, dataset_config_name)
+    if not isinstance(corpus, DatasetDict):
+        corpus = DatasetDict({"train": corpus})
+    return corpus
+
+
+def prepare_columns(corpus, audio_column="audio", label_column="label", label_names=None):
+    """Check the columns, decode audio at 16 kHz mono, make the label a `ClassLabel`; return (corpus, names).
+
+    `label_names` (--emotion_labels) fixes the label set and its order; a label outside it is an error naming the label."""
+    for split, ds in corpus.items():
+        for column in (audio_column, label_column):
+            if column not in ds.column_names:
+                raise ValueError(f"column {column!r} not found in split {split!r}; columns: {ds.column_names}")
+        if len(ds) == 0:
+            raise ValueError(f"split {split!r} is empty")
+    corpus = corpus.cast_column(audio_column, Audio(sampling_rate=SAMPLING_RATE, num_channels=1))
+    feature = next(iter(corpus.values())).features[label_column]
+    found = feature.names if isinstance(feature, ClassLabel) else sorted({str(v) for ds in corpus.values() for v in ds[label_column]})
+    names = list(label_names) if label_names else list(found)
+    unknown = sorted(set(found) - set(names))
+    if unknown:
+        raise ValueError(f"labels {unknown} are not in --emotion_labels {names}")
+    if not isinstance(feature, ClassLabel) or list(feature.names) != names:
+        to_name = feature.int2str if isinstance(feature, ClassLabel) else str
+        corpus = corpus.map(lambda row: {label_column: to_name(row[label_column])})
+        corpus = corpus.cast_column(label_column, ClassLabel(names=names))
+    return corpus, names
+
+
+def speaker_independent_splits(corpus, group_column, test_groups=None, validation_groups=None):
+    """train/validation/test with no speaker (or session) in two splits.
+
+    Splits already in the corpus are kept; missing ones are cut from `train` by group: by default the
+    last group in sorted order is the test set and the one before it the validation set."""
+    if {"train", "validation", "test"} <= set(corpus):
+        return corpus
+    train = corpus["train"]
+    if group_column not in train.column_names:
+        raise ValueError(
+            f"cannot make speaker-independent splits: no {group_column!r} column; columns: {train.column_names}"
+        )
+    groups = sorted({str(g) for g in train[group_column]})
+    test_groups = list(test_groups or ([] if "test" in corpus else groups[-1:]))
+    validation_groups = list(validation_groups or ([] if "validation" in corpus else [g for g in groups if g not in test_groups][-1:]))
+    unknown = sorted(set(test_groups + validation_groups) - set(groups))
+    if unknown:
+        raise ValueError(f"groups {unknown} not found in column {group_column!r}; available: {groups}")
+    held_out = set(test_groups) | set(validation_groups)
+    if held_out >= set(groups):
+        raise ValueError(f"no {group_column} left for training: test={test_groups}, validation={validation_groups}")
+    result = DatasetDict(corpus)
+    result["train"] = train.filter(lambda g: str(g) not in held_out, input_columns=group_column)
+    for split, chosen in (("test", test_groups), ("validation", validation_groups)):
+        if chosen:
+            result[split] = train.filter(lambda g, chosen=set(chosen): str(g) in chosen, input_columns=group_column)
+    logger.info("speaker-independent splits by %r: test=%s validation=%s", group_column, test_groups, validation_groups)
+    return result
+
+
+def cross_validation_folds(corpus, group_column):
+    """Leave-one-group-out folds (e.g. IEMOCAP sessions, CASIA speakers): for each group g, test = g,
+    validation = the next group (cyclically), train = the rest. Returns [(fold name, DatasetDict)]."""
+    everything = concatenate_datasets(list(corpus.values()))
+    if group_column not in everything.column_names:
+        raise ValueError(f"--cv_column {group_column!r} not found; columns: {everything.column_names}")
+    groups = sorted({str(g) for g in everything[group_column]})
+    if len(groups) < 3:
+        raise ValueError(f"cross-validation by {group_column!r} needs at least 3 groups, found {groups}")
+    folds = []
+    for i, group in enumerate(groups):
+        validation = groups[(i + 1) % len(groups)]
+        folds.append((f"{group_column}-{group}", speaker_independent_splits(
+            DatasetDict({"train": everything}), group_column, [group], [validation])))
+    return folds
+
+
+def limit(ds, max_samples, seed):
+    """A seeded random subset (for quick runs); the whole split when `max_samples` is None."""
+    if max_samples is None or max_samples >= len(ds):
+        return ds
+    return ds.shuffle(seed=seed).select(range(max_samples))

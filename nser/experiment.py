@@ -1,0 +1,216 @@
+"""One experiment: load the corpus and noise, train on every fold, evaluate clean and every noisy condition.
+
+`run_nser.py` is a command line over `run_experiment`; `bench/` calls it with other arguments.
+"""
+
+import copy
+import json
+import logging
+import os
+from pathlib import Path
+
+from datasets import concatenate_datasets
+from transformers import EarlyStoppingCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from nser.augment import CLEAN, NoiseAugmentation, NoiseEpochCallback, make_noisy_testset, split_by_condition
+from nser.data import cross_validation_folds, limit, load_corpus, prepare_columns, speaker_independent_splits
+from nser.feature_cache import cache_layer_states
+from nser.features import PaddingCollator, make_feature_function
+from nser.lora import add_encoder_lora, merge_encoder_lora
+from nser.metrics import make_compute_metrics
+from nser.noise_bank import NoiseBank
+from nser.report import aggregate
+from nser.training import NserTrainer, build_model, evaluate_conditions, inverse_frequency_weights
+
+logger = logging.getLogger(__name__)
+
+FOLD_RESULTS = "fold_results.json"
+
+
+def check_output_dir(output_dir, overwrite):
+    """Refuse to write into a non-empty folder unless it holds checkpoints to resume or `overwrite` is set."""
+    path = Path(output_dir)
+    if not path.exists() or not any(path.iterdir()):
+        return
+    resumable = list(path.glob("checkpoint-*")) + list(path.glob("*/checkpoint-*"))
+    finished = (path / "report" / "results.json").exists()
+    if overwrite or (resumable and not finished):
+        if resumable and not overwrite:
+            logger.warning("resuming the interrupted run in %s", path)
+        return
+    raise FileExistsError(
+        f"output folder {path} is not empty ({'a finished run' if finished else 'no checkpoint to resume'}); "
+        "choose another --output_dir or pass --overwrite_output_dir true"
+    )
+
+
+def load_noise_bank(noise_args):
+    sources = {"noise_dir": noise_args.noise_dir, "noise_csv": noise_args.noise_csv, "noise_dataset": noise_args.noise_dataset}
+    given = {name: value for name, value in sources.items() if value}
+    if len(given) > 1:
+        raise ValueError(f"give at most one of --noise_dir, --noise_csv, --noise_dataset; got {given}")
+    if noise_args.noise_dir:
+        return NoiseBank.from_folder(noise_args.noise_dir, seed=noise_args.noise_seed)
+    if noise_args.noise_csv:
+        return NoiseBank.from_csv(noise_args.noise_csv)
+    if noise_args.noise_dataset:
+        return NoiseBank.from_dataset(noise_args.noise_dataset)
+    logger.warning("no noise source given: only white and pink noise are available")
+    return NoiseBank()
+
+
+def _noise_types(requested, bank, default_synthetic):
+    recorded = [c for c in bank.categories if c not in ("white", "pink")]
+    return list(requested) if requested else recorded + list(default_synthetic)
+
+
+class _NoisyFeatures:
+    """Noise augmentation then log-mel, in one batched map (no re-encoding of the noisy audio in between)."""
+
+    def __init__(self, augmentation, featurize):
+        self.augmentation, self.featurize = augmentation, featurize
+
+    def __call__(self, batch, indices):
+        return self.featurize(self.augmentation(batch, indices) if self.augmentation else batch)
+
+
+def _augmentation(bank, noise_args, data_args, seed_offset=0):
+    if not noise_args.train_with_noise:
+        return None
+    return NoiseAugmentation(
+        bank.split("train"), _noise_types(noise_args.train_noise_types, bank, ("white", "pink")),
+        snr_range=(noise_args.train_snr_low, noise_args.train_snr_high), clean_probability=noise_args.clean_probability,
+        seed=noise_args.noise_seed + seed_offset, audio_column=data_args.audio_column_name,
+    )
+
+
+class Fold:
+    """The datasets of one train/validation/test split, featurised (and cached) for one model."""
+
+    def __init__(self, splits, model, feature_extractor, bank, data_args, noise_args, training_args, cache):
+        self.data_args, self.noise_args, self.training_args = data_args, noise_args, training_args
+        self.model, self.bank, self.cache = model, bank, cache
+        self.featurize = make_feature_function(feature_extractor, data_args.audio_column_name, data_args.label_column_name)
+        seed = training_args.seed
+        self.train = limit(splits["train"], data_args.max_train_samples, seed)
+        self.validation = limit(splits["validation"], data_args.max_eval_samples, seed)
+        self.test = limit(splits["test"], data_args.max_test_samples, seed)
+
+    def _map(self, ds, augmentation, desc):
+        with self.training_args.main_process_first(desc=desc):
+            features = ds.map(
+                _NoisyFeatures(augmentation, self.featurize), batched=True, batch_size=16, with_indices=True,
+                remove_columns=ds.column_names, num_proc=self.data_args.preprocessing_num_workers, desc=desc,
+            )
+            if not self.cache:
+                return features
+            return cache_layer_states(
+                features, self.model, os.path.expanduser(self.data_args.feature_cache_dir),
+                batch_size=self.training_args.per_device_eval_batch_size, dtype=self.data_args.feature_cache_dtype,
+                desc=f"{desc}: backbone states",
+            ).with_format("numpy")
+
+    def train_dataset(self):
+        """Cached: `augment_copies` fixed noisy draws per example. Otherwise a new draw every epoch."""
+        if self.cache or not self.noise_args.train_with_noise:
+            copies = self.noise_args.augment_copies if self.noise_args.train_with_noise else 1
+            parts = []
+            for copy_index in range(copies):
+                augmentation = _augmentation(self.bank, self.noise_args, self.data_args)
+                if augmentation:
+                    augmentation.set_epoch(copy_index)
+                parts.append(self._map(self.train, augmentation, f"train copy {copy_index}"))
+            return concatenate_datasets(parts), None
+        augmentation = _augmentation(self.bank, self.noise_args, self.data_args)
+        ids = self.train.add_column("id", [str(i) for i in range(len(self.train))])
+        return ids.with_transform(lambda batch: self.featurize(augmentation(batch))), augmentation
+
+    def validation_dataset(self):
+        """Validation speakers with training-type noise (train noise files, one fixed draw): model selection
+        never sees a test noise file or a test speaker."""
+        return self._map(self.validation, _augmentation(self.bank, self.noise_args, self.data_args, seed_offset=1), "validation")
+
+    def test_conditions(self):
+        """[(name, noise_type, snr_db, dataset)]: clean first, then every noise type x SNR."""
+        conditions = [(CLEAN, CLEAN, None, self._map(self.test, None, "test clean"))]
+        noise_types = _noise_types(self.noise_args.test_noise_types, self.bank, ("white",))
+        if not noise_types or not self.noise_args.test_snrs:
+            return conditions
+        noisy = make_noisy_testset(
+            self.test, self.bank, self.noise_args.test_snrs, noise_types, seed=self.noise_args.noise_seed,
+            audio_column=self.data_args.audio_column_name, num_proc=self.data_args.preprocessing_num_workers,
+        )
+        for name, ds in split_by_condition(noisy).items():
+            noise_type, snr_db = ds[0]["noise_type"], ds[0]["snr_db"]
+            ds = ds.remove_columns(["noise_type", "snr_db", "noise_file", "condition"])
+            conditions.append((name, noise_type, snr_db, self._map(ds, None, f"test {name}")))
+        return conditions
+
+
+def train_fold(splits, label_names, bank, model_args, data_args, noise_args, training_args, resume=True):
+    """Train one model on one split (resuming its last checkpoint when `resume`); return (rows, trainer, extractor)."""
+    model = build_model(model_args.model_name_or_path, label_names, model_args.config_overrides, model_args.freeze_backbone)
+    feature_extractor = model.build_feature_extractor()
+    if model_args.use_lora:
+        add_encoder_lora(model, model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout, model_args.lora_target_modules)
+    trainable_backbone = any(p.requires_grad for p in model.backbone.parameters())
+    cache = data_args.cache_features and not trainable_backbone
+    if data_args.cache_features and trainable_backbone:
+        logger.warning("backbone is trainable (LoRA or unfrozen): backbone states are not cached")
+    fold = Fold(splits, model, feature_extractor, bank, data_args, noise_args, training_args, cache)
+    train_dataset, augmentation = fold.train_dataset()
+    args = copy.deepcopy(training_args)
+    args.remove_unused_columns = augmentation is None  # a transform needs its raw columns
+    callbacks = [NoiseEpochCallback(augmentation)] if augmentation else []
+    if model_args.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(model_args.early_stopping_patience))
+    class_weights = None
+    if model_args.class_weighted_loss:
+        class_weights = inverse_frequency_weights(fold.train[data_args.label_column_name], len(label_names))
+    trainer = NserTrainer(
+        model=model, args=args, train_dataset=train_dataset, eval_dataset=fold.validation_dataset(),
+        data_collator=PaddingCollator(), compute_metrics=make_compute_metrics(label_names),
+        processing_class=feature_extractor, callbacks=callbacks, class_weights=class_weights,
+    )
+    last_checkpoint = get_last_checkpoint(args.output_dir) if resume and os.path.isdir(args.output_dir) else None
+    trainer.train(resume_from_checkpoint=last_checkpoint)
+    trainer.args.remove_unused_columns = True
+    rows = evaluate_conditions(trainer, fold.test_conditions(), label_names)
+    merge_encoder_lora(trainer.model)
+    return rows, trainer, feature_extractor
+
+
+def run_experiment(model_args, data_args, noise_args, training_args, run_args):
+    """Train and evaluate (one split or leave-one-group-out folds). Returns a dict with `rows` (aggregated over
+    folds when cross-validating), `folds` (per-fold rows), `model` and `label_names`."""
+    check_output_dir(training_args.output_dir, run_args.overwrite_output_dir)
+    corpus = load_corpus(data_args.dataset_name, data_args.dataset_config_name, data_args.audio_folder, data_args.manifest_csv)
+    corpus, label_names = prepare_columns(corpus, data_args.audio_column_name, data_args.label_column_name, data_args.emotion_labels)
+    bank = load_noise_bank(noise_args)
+    if data_args.cv_column:
+        folds = cross_validation_folds(corpus, data_args.cv_column)
+    else:
+        folds = [(None, speaker_independent_splits(corpus, data_args.speaker_column_name, data_args.test_groups, data_args.validation_groups))]
+    per_fold, trainer, feature_extractor = [], None, None
+    for name, splits in folds:
+        fold_args = copy.deepcopy(training_args)
+        if name:
+            fold_args.output_dir = os.path.join(training_args.output_dir, name)
+        done = Path(fold_args.output_dir) / FOLD_RESULTS
+        if done.exists() and not run_args.overwrite_output_dir:
+            logger.info("fold %s already finished: reusing %s", name, done)
+            per_fold.append(json.loads(done.read_text()))
+            continue
+        rows, trainer, feature_extractor = train_fold(
+            splits, label_names, bank, model_args, data_args, noise_args, fold_args, resume=not run_args.overwrite_output_dir
+        )
+        if trainer.is_world_process_zero():
+            done.parent.mkdir(parents=True, exist_ok=True)
+            done.write_text(json.dumps(rows, indent=1))
+        per_fold.append(rows)
+    if bank is not None and trainer is not None and trainer.is_world_process_zero():
+        bank.save_split(Path(training_args.output_dir) / "noise_split.csv")
+    rows = aggregate(per_fold) if len(per_fold) > 1 else per_fold[0]
+    return {"rows": rows, "folds": per_fold, "trainer": trainer, "feature_extractor": feature_extractor,
+            "label_names": label_names, "fold_names": [name for name, _ in folds]}

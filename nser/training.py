@@ -1,0 +1,96 @@
+"""Trainer pieces: class-weighted loss, model construction from arguments, per-condition evaluation."""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import Trainer
+
+from configuration_nser import NserConfig
+from modeling_nser import WhisperForNoisyEmotionClassification
+from nser.metrics import classification_metrics
+
+logger = logging.getLogger(__name__)
+
+
+class NserTrainer(Trainer):
+    """`Trainer` with an optional class-weighted cross-entropy (inverse class frequency) for imbalanced corpora."""
+
+    def __init__(self, *args, class_weights=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.class_weights = class_weights
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.class_weights is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        weights = self.class_weights.to(outputs.logits.device)
+        loss = torch.nn.functional.cross_entropy(outputs.logits.float(), labels, weight=weights)
+        return (loss, outputs) if return_outputs else loss
+
+
+def inverse_frequency_weights(labels, num_labels):
+    """w_c = N / (C * n_c): a class seen half as often counts twice; absent classes get weight 0."""
+    counts = np.bincount(np.asarray(labels), minlength=num_labels).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / (num_labels * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def parse_config_overrides(text):
+    """'use_decoder=false,asr_language=zh,adapter_dim=128' -> typed dict; unknown keys list the valid ones."""
+    if not text:
+        return {}
+    valid = set(NserConfig().to_dict()) - {"backbone_config", "id2label", "label2id"}
+    overrides = {}
+    for item in text.split(","):
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or key not in valid:
+            raise ValueError(f"--config_overrides item {item!r}: expected key=value with key one of {sorted(valid)}")
+        overrides[key] = _parse_value(raw.strip())
+    return overrides
+
+
+def _parse_value(raw):
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+def build_model(model_name_or_path, label_names, config_overrides=None, freeze_backbone=True):
+    """A trained nser folder is loaded as is (its labels must match); anything else is a Whisper checkpoint."""
+    overrides = parse_config_overrides(config_overrides)
+    config_file = Path(model_name_or_path) / "config.json"
+    if config_file.is_file() and '"model_type": "nser"' in config_file.read_text():
+        model = WhisperForNoisyEmotionClassification.from_pretrained(model_name_or_path, **overrides)
+        trained = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        if trained != list(label_names):
+            raise ValueError(f"model {model_name_or_path} was trained on labels {trained}, the data has {list(label_names)}")
+        return model
+    return WhisperForNoisyEmotionClassification.from_whisper(
+        model_name_or_path, label_names, freeze_backbone=freeze_backbone, **overrides
+    )
+
+
+def evaluate_conditions(trainer, conditions, label_names):
+    """Predict every condition and return one result row each (see nser.report for the row format).
+
+    `conditions`: list of (name, noise_type, snr_db or None, dataset)."""
+    rows = []
+    for name, noise_type, snr_db, dataset in conditions:
+        output = trainer.predict(dataset, metric_key_prefix=f"test_{name}")
+        logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+        metrics = classification_metrics(output.label_ids, np.argmax(logits, axis=-1), label_names)
+        rows.append({"condition": name, "noise_type": noise_type, "snr_db": snr_db, "num_examples": len(dataset), **metrics})
+        logger.info("%s: macro-F1 %.1f  UA %.1f  WA %.1f", name, 100 * metrics["macro_f1"], 100 * metrics["ua"], 100 * metrics["wa"])
+    return rows
