@@ -155,6 +155,8 @@ class NserPreTrainedModel(PreTrainedModel):
     main_input_name = "input_features"
     input_modalities = ("audio",)
     supports_gradient_checkpointing = False
+    # Whisper's output projection is tied to its token embeddings: not saved, re-tied on load (also by Trainer).
+    _keys_to_ignore_on_save = ["backbone.proj_out.weight"]
     _supports_sdpa = True
 
     def _init_weights(self, module):

@@ -13,7 +13,7 @@ from datasets import concatenate_datasets
 from transformers import EarlyStoppingCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from nser.augment import CLEAN, NoiseAugmentation, NoiseEpochCallback, make_noisy_testset, split_by_condition
+from nser.augment import CLEAN, NoiseAugmentation, NoiseEpochCallback, condition_name, make_noisy_testset
 from nser.data import cross_validation_folds, limit, load_corpus, prepare_columns, speaker_independent_splits
 from nser.feature_cache import cache_layer_states
 from nser.features import PaddingCollator, make_feature_function
@@ -137,14 +137,15 @@ class Fold:
         noise_types = _noise_types(self.noise_args.test_noise_types, self.bank, ("white",))
         if not noise_types or not self.noise_args.test_snrs:
             return conditions
-        noisy = make_noisy_testset(
-            self.test, self.bank, self.noise_args.test_snrs, noise_types, seed=self.noise_args.noise_seed,
-            audio_column=self.data_args.audio_column_name, num_proc=self.data_args.preprocessing_num_workers,
-        )
-        for name, ds in split_by_condition(noisy).items():
-            noise_type, snr_db = ds[0]["noise_type"], ds[0]["snr_db"]
-            ds = ds.remove_columns(["noise_type", "snr_db", "noise_file", "condition"])
-            conditions.append((name, noise_type, snr_db, self._map(ds, None, f"test {name}")))
+        for noise_type in noise_types:
+            for snr_db in self.noise_args.test_snrs:  # one condition at a time: a whole noisy corpus would not fit
+                noisy = make_noisy_testset(
+                    self.test, self.bank, [snr_db], [noise_type], seed=self.noise_args.noise_seed,
+                    audio_column=self.data_args.audio_column_name, num_proc=self.data_args.preprocessing_num_workers,
+                )
+                name = condition_name(noise_type, snr_db)
+                noisy = noisy.remove_columns(["noise_type", "snr_db", "noise_file", "condition"])
+                conditions.append((name, noise_type, float(snr_db), self._map(noisy, None, f"test {name}")))
         return conditions
 
 

@@ -1,0 +1,181 @@
+"""End-to-end tests of run_nser.py on a tiny random Whisper, a synthetic corpus and synthetic noise files."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+from transformers import AutoModelForAudioClassification
+
+import nser.experiment
+import run_nser
+from corpus_fixtures import make_corpus, make_noise_folder
+from nser.training import NserTrainer
+from tiny_models import LABELS, save_tiny_whisper
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run-nser")
+    return {
+        "whisper": save_tiny_whisper(root / "whisper"),
+        "corpus": make_corpus(root / "corpus"),
+        "noise": make_noise_folder(root / "noise"),
+        "cache": root / "cache",
+    }
+
+
+def arguments(assets, output_dir, *extra):
+    return [
+        "--model_name_or_path", str(assets["whisper"]), "--dataset_name", str(assets["corpus"]),
+        "--noise_dir", str(assets["noise"]), "--output_dir", str(output_dir), "--feature_cache_dir", str(assets["cache"]),
+        "--config_overrides", "use_decoder=false", "--num_train_epochs", "2", "--per_device_train_batch_size", "4",
+        "--learning_rate", "1e-3", "--eval_strategy", "epoch", "--save_strategy", "epoch", "--load_best_model_at_end",
+        "true", "--report_to", "none", "--test_snrs", "10", "0", "--use_cpu", "true", "--seed", "3", *extra,
+    ]
+
+
+def test_trains_evaluates_every_condition_and_writes_model_report_and_card(assets, tmp_path):
+    result = run_nser.main(arguments(assets, tmp_path / "out"))
+    conditions = [row["condition"] for row in result["rows"]]
+    assert conditions == ["clean", "hiss_10dB", "hiss_0dB", "hum_10dB", "hum_0dB", "white_10dB", "white_0dB"]
+    assert all(row["num_examples"] == 8 and row["labels"] == LABELS for row in result["rows"])  # speaker s4 x 4 x 2
+    report = tmp_path / "out" / "report"
+    assert {p.name for p in report.iterdir()} == {"results.json", "results.md", "f1_vs_snr.png", "layer_weights.png"}
+    saved = json.loads((report / "results.json").read_text())
+    assert [row["condition"] for row in saved["rows"]] == conditions and len(saved["layer_weights"]["encoder"]) == 3
+    model_dir = tmp_path / "out" / "model"
+    card = ModelCard.load(model_dir / "README.md")
+    assert card.data.pipeline_tag == "audio-classification"
+    assert len(card.data.eval_results) == 3 * len(conditions)  # macro-F1, UA, WA per condition
+    assert (model_dir / "handler.py").exists() and (model_dir / "results.json").exists()
+    loaded = AutoModelForAudioClassification.from_pretrained(model_dir, trust_remote_code=True)
+    assert [loaded.config.id2label[i] for i in range(4)] == LABELS
+    with open(tmp_path / "out" / "noise_split.csv") as f:
+        recorded = {Path(row["path"]).name: row["split"] for row in csv.DictReader(f) if "synthetic" not in row["path"]}
+    assert recorded == {"hiss0.wav": "train", "hiss1.wav": "test", "hum0.wav": "train", "hum1.wav": "test"}
+
+
+def test_refuses_to_overwrite_a_finished_or_foreign_output_folder(assets, tmp_path):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not empty"):
+        run_nser.main(arguments(assets, foreign))
+    assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_resumes_from_the_last_checkpoint_after_an_interruption(assets, tmp_path, monkeypatch):
+    save = NserTrainer._save_checkpoint
+
+    def save_then_crash(self, *args, **kwargs):
+        save(self, *args, **kwargs)
+        raise KeyboardInterrupt("simulated interruption after the first checkpoint")
+
+    monkeypatch.setattr(NserTrainer, "_save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_nser.main(arguments(assets, tmp_path / "out"))
+    assert [p.name for p in (tmp_path / "out").glob("checkpoint-*")] == ["checkpoint-8"]
+    monkeypatch.setattr(NserTrainer, "_save_checkpoint", save)
+    resumed_from = []
+    original = nser.experiment.get_last_checkpoint
+    monkeypatch.setattr(nser.experiment, "get_last_checkpoint", lambda d: resumed_from.append(original(d)) or resumed_from[-1])
+    result = run_nser.main(arguments(assets, tmp_path / "out"))
+    assert resumed_from == [str(tmp_path / "out" / "checkpoint-8")]
+    assert result["trainer"].state.global_step == 16  # 2 epochs x (2 speakers x 4 labels x 2 clips x 2 noisy copies) / 4
+    with pytest.raises(FileExistsError, match="finished run"):
+        run_nser.main(arguments(assets, tmp_path / "out"))
+
+
+def test_arguments_from_a_json_file(assets, tmp_path):
+    config = {
+        "model_name_or_path": str(assets["whisper"]), "dataset_name": str(assets["corpus"]),
+        "noise_dir": str(assets["noise"]), "output_dir": str(tmp_path / "out"),
+        "feature_cache_dir": str(assets["cache"]), "config_overrides": "use_decoder=false", "num_train_epochs": 1,
+        "report_to": "none", "test_snrs": [5], "use_cpu": True,
+    }
+    (tmp_path / "args.json").write_text(json.dumps(config))
+    result = run_nser.main([str(tmp_path / "args.json")])
+    assert [row["condition"] for row in result["rows"]] == ["clean", "hiss_5dB", "hum_5dB", "white_5dB"]
+
+
+def test_cross_validation_reports_mean_and_std_over_folds_with_the_decoder(assets, tmp_path):
+    result = run_nser.main(arguments(
+        assets, tmp_path / "out", "--cv_column", "speaker", "--config_overrides", "use_decoder=true,asr_language=en",
+        "--num_train_epochs", "1", "--test_snrs", "0", "--test_noise_types", "white",
+    ))
+    assert result["fold_names"] == ["speaker-s1", "speaker-s2", "speaker-s3", "speaker-s4"]
+    assert [row["condition"] for row in result["rows"]] == ["clean", "white_0dB"]
+    assert {"macro_f1_mean", "macro_f1_std", "ua_mean"} <= set(result["rows"][0])
+    assert not (tmp_path / "out" / "model").exists()
+    assert all((tmp_path / "out" / f / "fold_results.json").exists() for f in result["fold_names"])
+
+
+def test_lora_trains_on_the_fly_noise_and_saves_a_plain_model(assets, tmp_path):
+    result = run_nser.main(arguments(
+        assets, tmp_path / "out", "--use_lora", "true", "--lora_r", "2", "--num_train_epochs", "1",
+        "--test_snrs", "0", "--test_noise_types", "white",
+    ))
+    state = result["trainer"].model.state_dict()
+    assert not any("lora" in key for key in state)
+    loaded = AutoModelForAudioClassification.from_pretrained(tmp_path / "out" / "model", trust_remote_code=True)
+    assert set(loaded.state_dict()) == set(state)
+
+
+@pytest.mark.parametrize(
+    "extra, error, message",
+    [
+        (["--label_column_name", "emotion"], ValueError, "column 'emotion' not found"),
+        (["--emotion_labels", "angry", "happy"], ValueError, r"labels \['neutral', 'sad'\] are not in"),
+        (["--test_groups", "s9"], ValueError, r"groups \['s9'\] not found"),
+        (["--config_overrides", "encoder_fusion=concat"], ValueError, "encoder_fusion"),
+        (["--config_overrides", "colour=red"], ValueError, "config_overrides"),
+        (["--test_snrs", "loud"], SystemExit, ""),
+        (["--push_to_hub", "true"], ValueError, "hub_model_id"),
+        (["--push_to_hub", "true", "--hub_model_id", "me/nser"], ValueError, "HF_HUB_OFFLINE"),
+    ],
+)
+def test_bad_arguments_get_a_clear_error_before_training(assets, tmp_path, extra, error, message):
+    with pytest.raises(error, match=message):
+        run_nser.main(arguments(assets, tmp_path / "out", *extra))
+    assert not (tmp_path / "out" / "model").exists()
+
+
+def test_push_without_a_token_fails_before_training(assets, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr("nser.hub.huggingface_hub.get_token", lambda: None)
+    with pytest.raises(ValueError, match="token"):
+        run_nser.main(arguments(assets, tmp_path / "out", "--push_to_hub", "true", "--hub_model_id", "me/nser"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_split_is_reported(assets, tmp_path):
+    from datasets import load_from_disk
+
+    corpus = load_from_disk(str(assets["corpus"]))
+    corpus.filter(lambda row: False).save_to_disk(str(tmp_path / "empty"))
+    flags = arguments(assets, tmp_path / "out")
+    flags[flags.index("--dataset_name") + 1] = str(tmp_path / "empty")
+    with pytest.raises(ValueError, match="split 'train' is empty"):
+        run_nser.main(flags)
+
+
+def test_two_cpu_processes_with_accelerate_write_one_set_of_outputs(assets, tmp_path):
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "run_nser.py"),
+        *arguments(assets, tmp_path / "out", "--num_train_epochs", "1", "--test_snrs", "0", "--test_noise_types", "white"),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    completed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert completed.stdout.count("Report: ") == 1
+    rows = json.loads((tmp_path / "out" / "report" / "results.json").read_text())["rows"]
+    assert [row["num_examples"] for row in rows] == [8, 8]
+    assert (tmp_path / "out" / "model" / "model.safetensors").exists()
