@@ -23,7 +23,6 @@ if [ ! -f "$VENV/.complete" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip >&2
   "$VENV/bin/pip" install -q -r "$REQ" >&2
-  "$VENV/bin/pip" install -q --no-deps -e . >&2 || true
   touch "$VENV/.complete"
 fi
 echo "$VENV"

@@ -1,0 +1,81 @@
+"""Epoch time of frozen-backbone training with and without the backbone-state cache (nser.feature_cache).
+
+    python bench/cache_speed.py --num_clips 96 --epochs 2
+
+Without the cache every epoch runs Whisper on every clip; with it the first pass writes the states once
+and later epochs only read them (memory-mapped Arrow) and train the fusion, embedding and classifier.
+Prints a markdown table: build time of the cache, seconds per epoch each way, and the speed-up.
+"""
+
+import argparse
+import logging
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from datasets import Audio, Dataset
+from transformers import Trainer, TrainingArguments
+
+from modeling_nser import WhisperForNoisyEmotionClassification
+from nser.feature_cache import cache_layer_states
+from nser.features import PaddingCollator, make_feature_function
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def casia_clips(num_clips):
+    """The first `num_clips` CASIA files in sorted order, with their emotion labels (folder names)."""
+    files = sorted((SHARED / "data" / "casia").glob("*/*/*.flac"))[:num_clips]
+    if not files:
+        sys.exit(f"no CASIA audio under {SHARED / 'data' / 'casia'}: this benchmark needs the real clips")
+    labels = sorted({f.parent.name for f in files})
+    rows = {"audio": [str(f) for f in files], "label": [labels.index(f.parent.name) for f in files]}
+    return Dataset.from_dict(rows).cast_column("audio", Audio(sampling_rate=16000)), labels
+
+
+def time_epochs(model, dataset, epochs, output_dir):
+    """Seconds per epoch of `Trainer.train` (median over epochs: the first includes no extra warm-up)."""
+    args = TrainingArguments(
+        output_dir=output_dir, per_device_train_batch_size=16, num_train_epochs=1, learning_rate=1e-3,
+        save_strategy="no", report_to="none", use_cpu=True, logging_strategy="no", disable_tqdm=True,
+    )
+    times = []
+    for _ in range(epochs):
+        trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=PaddingCollator())
+        start = time.perf_counter()
+        trainer.train()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=str(SHARED / "models" / "whisper-base"))
+    parser.add_argument("--num_clips", type=int, default=96)
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    clips, labels = casia_clips(args.num_clips)
+    model = WhisperForNoisyEmotionClassification.from_whisper(args.model, labels, use_decoder=False)
+    features = clips.map(make_feature_function(model.build_feature_extractor()), batched=True, remove_columns=["audio", "label"])
+    with tempfile.TemporaryDirectory() as tmp:
+        uncached = time_epochs(model, features, args.epochs, tmp)
+        start = time.perf_counter()
+        cached = cache_layer_states(features, model, Path(tmp) / "cache", batch_size=16).with_format("numpy")
+        build = time.perf_counter() - start
+        later = time_epochs(model, cached, args.epochs, tmp)
+    command = "python bench/cache_speed.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    print(f"`{command}` — {len(clips)} CASIA clips, whisper-base frozen, encoder layer adapter, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}\n")
+    print("| training epoch | seconds | speed-up |\n|---|---:|---:|")
+    print(f"| without cache (Whisper runs every epoch) | {uncached:.1f} | 1.0x |")
+    print(f"| building the cache (once) | {build:.1f} | |")
+    print(f"| later epochs, from the cache | {later:.2f} | {uncached / later:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()
