@@ -53,6 +53,10 @@ class DataArguments:
     validation_groups: list[str] | None = field(
         default=None, metadata={"help": "Speakers/sessions held out for validation (model selection)."}
     )
+    validation_column: str | None = field(
+        default=None,
+        metadata={"help": "Cut validation from train by this column instead (e.g. text_id: held-out sentences)."},
+    )
     cv_column: str | None = field(
         default=None, metadata={"help": "Leave-one-group-out cross-validation by this column (e.g. session, speaker)."}
     )

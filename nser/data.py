@@ -65,33 +65,47 @@ def prepare_columns(corpus, audio_column="audio", label_column="label", label_na
     return corpus, names
 
 
-def speaker_independent_splits(corpus, group_column, test_groups=None, validation_groups=None):
+def speaker_independent_splits(corpus, group_column, test_groups=None, validation_groups=None, validation_column=None):
     """train/validation/test with no speaker (or session) in two splits.
 
     Splits already in the corpus are kept; missing ones are cut from `train` by group: by default the
-    last group in sorted order is the test set and the one before it the validation set."""
+    last group in sorted order is the test set and the one before it the validation set. With
+    `validation_column` (e.g. CASIA's `text_id`), validation is cut from train by that column instead:
+    held-out sentences of the training speakers, so that every speaker but the test one trains."""
     if {"train", "validation", "test"} <= set(corpus):
         return corpus
-    train = corpus["train"]
-    if group_column not in train.column_names:
-        raise ValueError(
-            f"cannot make speaker-independent splits: no {group_column!r} column; columns: {train.column_names}"
-        )
-    groups = sorted({str(g) for g in train[group_column]})
-    test_groups = list(test_groups or ([] if "test" in corpus else groups[-1:]))
-    validation_groups = list(validation_groups or ([] if "validation" in corpus else [g for g in groups if g not in test_groups][-1:]))
-    unknown = sorted(set(test_groups + validation_groups) - set(groups))
-    if unknown:
-        raise ValueError(f"groups {unknown} not found in column {group_column!r}; available: {groups}")
-    held_out = set(test_groups) | set(validation_groups)
-    if held_out >= set(groups):
-        raise ValueError(f"no {group_column} left for training: test={test_groups}, validation={validation_groups}")
     result = DatasetDict(corpus)
-    result["train"] = train.filter(lambda g: str(g) not in held_out, input_columns=group_column)
-    for split, chosen in (("test", test_groups), ("validation", validation_groups)):
-        if chosen:
-            result[split] = train.filter(lambda g, chosen=set(chosen): str(g) in chosen, input_columns=group_column)
-    logger.info("speaker-independent splits by %r: test=%s validation=%s", group_column, test_groups, validation_groups)
+    if "test" not in corpus or test_groups:
+        test_groups = _check_groups(corpus["train"], group_column, test_groups, default=-1)
+        result = _move(result, group_column, test_groups, "test")
+    if "validation" not in corpus:
+        column = validation_column or group_column
+        validation_groups = _check_groups(result["train"], column, validation_groups, default=-1)
+        result = _move(result, column, validation_groups, "validation")
+    logger.info("splits: %s", {split: len(ds) for split, ds in result.items()})
+    return result
+
+
+def _check_groups(ds, column, chosen, default):
+    if column not in ds.column_names:
+        raise ValueError(f"cannot cut splits by {column!r}: no such column; columns: {ds.column_names}")
+    groups = sorted({str(g) for g in ds[column]})
+    chosen = [str(g) for g in chosen] if chosen else [groups[default]]
+    unknown = sorted(set(chosen) - set(groups))
+    if unknown:
+        raise ValueError(f"groups {unknown} not found in column {column!r}; available: {groups}")
+    if set(chosen) >= set(groups):
+        raise ValueError(f"holding out {chosen} of {column!r} leaves nothing to train on")
+    return chosen
+
+
+def _move(corpus, column, groups, split):
+    """Move the rows of `groups` (values of `column`) from train into `split`."""
+    chosen = set(groups)
+    result = DatasetDict(corpus)
+    result[split] = corpus["train"].filter(lambda g: str(g) in chosen, input_columns=column)
+    result["train"] = corpus["train"].filter(lambda g: str(g) not in chosen, input_columns=column)
+    logger.info("%s = rows with %s in %s", split, column, sorted(chosen))
     return result
 
 
@@ -107,8 +121,8 @@ def cross_validation_folds(corpus, group_column):
     folds = []
     for i, group in enumerate(groups):
         validation = groups[(i + 1) % len(groups)]
-        folds.append((f"{group_column}-{group}", speaker_independent_splits(
-            DatasetDict({"train": everything}), group_column, [group], [validation])))
+        splits = speaker_independent_splits(DatasetDict({"train": everything}), group_column, [group], [validation])
+        folds.append((f"{group_column}-{group}", splits))
     return folds
 
 

@@ -192,7 +192,11 @@ def run_experiment(model_args, data_args, noise_args, training_args, run_args):
     if data_args.cv_column:
         folds = cross_validation_folds(corpus, data_args.cv_column)
     else:
-        folds = [(None, speaker_independent_splits(corpus, data_args.speaker_column_name, data_args.test_groups, data_args.validation_groups))]
+        splits = speaker_independent_splits(
+            corpus, data_args.speaker_column_name, data_args.test_groups, data_args.validation_groups,
+            data_args.validation_column,
+        )
+        folds = [(None, splits)]
     per_fold, trainer, feature_extractor = [], None, None
     for name, splits in folds:
         fold_args = copy.deepcopy(training_args)

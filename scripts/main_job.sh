@@ -21,12 +21,14 @@ else
 fi
 
 if [ -d "$SHARED/data/casia" ]; then
-  "$PY" -m dataset_scripts.casia --source_dir "$SHARED/data/casia" --output_dir data/casia
-  overrides+=(--dataset_name data/casia)
+  # Test speaker: the script's default; the other three train, validation = their sentences 241-250.
+  "$PY" -m dataset_scripts.casia --source_dir "$SHARED/data/casia" --output_dir data/casia-3spk --validation_speakers
+  overrides+=(--dataset_name data/casia-3spk)
 elif [ -d "$SHARED/data/ravdess" ]; then
   echo "!!! $SHARED/data/casia not found: FALLING BACK to RAVDESS ($SHARED/data/ravdess), English" >&2
   "$PY" -m dataset_scripts.ravdess --source_dir "$SHARED/data/ravdess" --output_dir data/ravdess
-  overrides+=(--dataset_name data/ravdess --config_overrides "use_decoder=false,asr_language=en")
+  overrides+=(--dataset_name data/ravdess --validation_column "" --validation_groups ""
+             --config_overrides "use_decoder=false,asr_language=en")
 else
   echo "!!! no corpus under $SHARED/data: prepare one with dataset_scripts/ and pass --dataset_name (see README)" >&2
   exit 2

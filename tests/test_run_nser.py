@@ -136,7 +136,7 @@ def test_lora_trains_on_the_fly_noise_and_saves_a_plain_model(assets, tmp_path):
         (["--test_groups", "s9"], ValueError, r"groups \['s9'\] not found"),
         (["--config_overrides", "encoder_fusion=concat"], ValueError, "encoder_fusion"),
         (["--config_overrides", "colour=red"], ValueError, "config_overrides"),
-        (["--test_snrs", "loud"], SystemExit, ""),
+        (["--test_snrs", "loud"], SystemExit, None),
         (["--push_to_hub", "true"], ValueError, "hub_model_id"),
         (["--push_to_hub", "true", "--hub_model_id", "me/nser"], ValueError, "HF_HUB_OFFLINE"),
     ],
