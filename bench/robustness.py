@@ -1,0 +1,692 @@
+"""Do ASR representations make speech emotion recognition robust to noise? Issue 5's benchmark, on one corpus.
+
+Systems (bench/systems.py), on the same speaker-independent splits, training noise and noisy test audio:
+  (1)  openSMILE eGeMAPSv02 functionals + logistic regression (C on validation); (1c) the same, clean-trained
+  (2)  Whisper's last encoder layer, mean-pooled, nser's small MLP head (`encoder_fusion=last,use_decoder=false`)
+  (3)  transformers' WhisperForAudioClassification, `use_weighted_layer_sum=True`, 30 s padded (on a subset)
+  (4)  nser, encoder layer adapter (`use_decoder=false`)
+  (5)  nser, encoder + decoder layer adapters on the greedy ASR hypothesis (`use_decoder=true`; on a subset)
+  (6)  (4) trained on clean speech only; (6b) (5) trained on clean speech only
+  (4*) (4) trained and tested on the subset of (3) / (5): the paired comparison for those systems
+Conditions: clean, and every noise type (recorded test-split noise; white noise) x SNR. Training noise comes from
+the noise bank's train split only (nser.augment enforces it). Every number is UA or macro-F1 on the test
+speaker(s), mean ± std over seeds (head initialisation and data order; the noisy test audio is fixed by
+`--noise_seed`). Writes `<output_dir>/robustness.md`, `robustness.json`, `f1_vs_snr.png`, `layer_weights.png`.
+
+From the repository root (offline: HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1):
+    python -m bench.robustness --quick       # CI smoke test: a few clips, 1 seed, 1 epoch, 1 SNR, 2 noise types
+    python -m bench.robustness --budget      # ~30-35 min on 2 CPU cores: 3 seeds, SNRs 10/0, smaller subsets
+    python -m bench.robustness               # everything: ~2 h on 2 CPU cores (see bench/README.md)
+    python -m bench.robustness --corpus ravdess   # needs data/ravdess (python -m dataset_scripts.ravdess ...)
+Finished runs are reused (`<output_dir>/<system>/seed-<s>/bench_result.json`, checked against their settings),
+so an interrupted benchmark continues where it stopped; `--no_reuse` recomputes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import resource
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+import transformers
+from datasets import DatasetDict, load_from_disk
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from bench.systems import SYSTEM_FUNCTIONS, SYNTHETIC_TRAIN_NOISE, Setup, SystemSpec, fingerprint
+from nser.arguments import NoiseArguments
+from nser.experiment import load_noise_bank
+from nser.report import aggregate, markdown_table
+
+logger = logging.getLogger("bench.robustness")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+CORPORA = {"casia": "zh", "ravdess": "en"}  # corpus -> ASR language of the decoder system
+RESULT_FILE = "bench_result.json"
+RESULT_VERSION = 1  # bump when a system's computation changes, so old results are not reused
+
+ALL_SYSTEMS = ("egemaps", "egemaps_clean", "whisper_last", "wfac", "nser_enc", "nser_encdec", "nser_enc_clean",
+               "nser_encdec_clean")
+# Runs sharing a backbone share its feature cache: the first of them pays the extraction (reported as such).
+EXECUTION_ORDER = ("nser_enc", "whisper_last", "nser_enc_clean", "egemaps", "egemaps_clean", "control", "wfac",
+                   "nser_encdec", "nser_encdec_clean")
+
+FULL = {
+    "seeds": [0, 1, 2], "epochs": 8, "snrs": [20.0, 10.0, 5.0, 0.0, -5.0],
+    "noise_types": ["babble", "machinery", "music", "street", "white"],
+    "max_train_samples": None, "max_validation_samples": None, "max_test_samples": None,
+    "padded_max_train_samples": None, "padded_max_validation_samples": None, "padded_max_test_samples": 60,
+    "padded_snrs": None, "decoder_max_train_samples": 120, "decoder_max_validation_samples": 60,
+    "decoder_max_test_samples": 60, "decoder_snrs": None, "augment_copies": 2, "systems": list(ALL_SYSTEMS),
+    "egemaps_c_grid": [0.001, 0.01, 0.1, 1.0, 10.0], "output_dir": "outputs/bench",
+}
+PRESETS = {
+    # CI smoke test: < 2 min on 2 quiet cores; numbers are meaningless (8 test clips, 1 epoch).
+    "quick": {
+        "seeds": [0], "epochs": 1, "snrs": [0.0], "noise_types": ["babble", "white"],
+        "max_train_samples": 24, "max_validation_samples": 8, "max_test_samples": 8,
+        "padded_max_train_samples": 8, "padded_max_validation_samples": 4, "padded_max_test_samples": 4,
+        "decoder_max_train_samples": 8, "decoder_max_validation_samples": 4, "decoder_max_test_samples": 4,
+        "augment_copies": 1, "systems": [s for s in ALL_SYSTEMS if s != "nser_encdec_clean"],
+        "egemaps_c_grid": [0.1, 1.0], "output_dir": "outputs/bench-quick",
+    },
+    # ~30-35 min on 2 cores: all systems but (6b), SNRs 10 and 0 (as configs/main_job.json), one noisy draw per
+    # training clip, (3) and (5) on one shared subset (72/36/36 clips: 12/6/6 per CASIA emotion) at 0 dB only.
+    "budget": {
+        "snrs": [10.0, 0.0], "augment_copies": 1, "padded_max_train_samples": 72,
+        "padded_max_validation_samples": 36, "padded_max_test_samples": 36, "padded_snrs": [0.0],
+        "decoder_max_train_samples": 72, "decoder_max_validation_samples": 36, "decoder_max_test_samples": 36,
+        "decoder_snrs": [0.0], "systems": [s for s in ALL_SYSTEMS if s != "nser_encdec_clean"],
+        "output_dir": "outputs/bench-budget",
+    },
+}
+
+# For the plan's estimate only: seconds on a 2-core CPU (whisper-base float32, CASIA clips of ~2 s), from runs on a
+# busy machine scaled down; the report gives the measured times.
+COST_PER_CLIP_S = {"egemaps": 0.035, "real_length": 0.05, "padded": 0.5, "decoder": 1.2}
+AUDIO_PREP_S = 0.01  # decoding, noise mixing and log-mel, per clip
+TRAIN_S_PER_EXAMPLE_EPOCH = 0.01  # nser head training from cached states (backward included; validation at a third)
+INFERENCE_S_PER_CLIP = 0.003  # prediction from cached states
+RUN_OVERHEAD_S = 4.0  # per nser run: model load, backbone fingerprints; plus CHECKPOINT_S per epoch
+CHECKPOINT_S = 1.5  # saving a checkpoint (the frozen backbone is saved too, ~300 MB)
+
+
+# --------------------------------------------------------------------------------------------- command line
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    preset = parser.add_mutually_exclusive_group()
+    preset.add_argument("--quick", action="store_true", help="CI smoke test: a few clips, 1 seed, 1 epoch, 1 SNR, 2 noise types")
+    preset.add_argument("--budget", action="store_true", help="the ~30 min preset (2 CPU cores)")
+    parser.add_argument("--corpus", default="casia", choices=sorted(CORPORA), help="shared corpus (sets the ASR language)")
+    parser.add_argument("--dataset_dir", help="prepared corpus folder (default data/<corpus>, from dataset_scripts)")
+    parser.add_argument("--model", default=str(SHARED / "models" / "whisper-base"), help="Whisper checkpoint")
+    parser.add_argument("--noise_dir", default=str(SHARED / "data" / "noise"), help="noise folder with a train/test split")
+    parser.add_argument("--language", help="ASR language of the decoder systems (default: by corpus)")
+    parser.add_argument("--output_dir", help="benchmark folder (default outputs/bench, -quick, -budget)")
+    parser.add_argument("--feature_cache_dir", default="~/.cache/nser/features", help="nser's backbone-state cache")
+    parser.add_argument("--systems", nargs="+", choices=ALL_SYSTEMS, help="systems to run (default: all)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default 0 1 2)")
+    parser.add_argument("--noise_types", nargs="+", help="test noise types (default: babble machinery music street white)")
+    parser.add_argument("--snrs", type=float, nargs="+", help="test SNRs in dB (default 20 10 5 0 -5)")
+    parser.add_argument("--epochs", type=int, help="training epochs (default 8, as configs/main_job.json)")
+    parser.add_argument("--augment_copies", type=int, help="noisy draws per training clip (default 2)")
+    for prefix, what in (("", "the main systems"), ("padded_", "(3), 30 s padded"), ("decoder_", "(5)/(6b), decoder")):
+        for split in ("train", "validation", "test"):
+            parser.add_argument(f"--{prefix}max_{split}_samples", type=int,
+                                help=f"fixed stratified subset of {split} for {what} (0 = all)")
+    parser.add_argument("--padded_snrs", type=float, nargs="+", help="SNRs for (3) (default: --snrs)")
+    parser.add_argument("--decoder_snrs", type=float, nargs="+", help="SNRs for (5)/(6b) (default: --snrs)")
+    parser.add_argument("--subset_seed", type=int, default=0, help="seed of the stratified subsets (not a training seed)")
+    parser.add_argument("--noise_seed", type=int, default=0, help="seed of every noise draw (train and test audio)")
+    parser.add_argument("--egemaps_c_grid", type=float, nargs="+", help="C values tried for (1) on validation")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--no_reuse", action="store_true", help="recompute finished runs instead of reusing them")
+    parser.add_argument("--plan_only", action="store_true", help="print the plan (data, conditions, estimate) and stop")
+    args = parser.parse_args(argv)
+    settings = dict(FULL)
+    for name in PRESETS:
+        if getattr(args, name):
+            settings.update(PRESETS[name])
+    for key, value in settings.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    for key in [k for k in vars(args) if k.endswith("_samples")]:
+        if getattr(args, key) == 0:
+            setattr(args, key, None)
+    args.dataset_dir = args.dataset_dir or str(ROOT / "data" / args.corpus)
+    args.language = args.language or CORPORA[args.corpus]
+    if min(args.seeds) < 0 or args.epochs < 1 or args.augment_copies < 1:
+        parser.error("seeds must be >= 0, --epochs and --augment_copies >= 1")
+    if len(set(args.snrs)) != len(args.snrs) or len(set(args.noise_types)) != len(args.noise_types):
+        parser.error(f"repeated SNRs or noise types: {args.snrs} {args.noise_types}")
+    return args
+
+
+def check_inputs(args):
+    """Fail before any work, naming what is missing and how to get it."""
+    if not (Path(args.dataset_dir) / "dataset_dict.json").is_file():
+        source = SHARED / "data" / args.corpus
+        sys.exit(f"no prepared corpus at {args.dataset_dir}; prepare it with:\n"
+                 f"  python -m dataset_scripts.{args.corpus} --source_dir {source} --output_dir {args.dataset_dir}")
+    if not Path(args.noise_dir).is_dir():
+        sys.exit(f"noise folder {args.noise_dir} not found (../shared/data/noise, with a train/test split)")
+    if "egemaps" in args.systems or "egemaps_clean" in args.systems:
+        try:
+            version = importlib.metadata.version("opensmile")
+        except importlib.metadata.PackageNotFoundError:
+            sys.exit("system (1) needs openSMILE: pip install -r bench/requirements.txt")
+        logger.info("opensmile %s", version)
+
+
+# --------------------------------------------------------------------------------------------- data subsets
+def stratified_indices(labels, size, seed):
+    """`size` indices with the classes as even as the data allows (seeded order within each class), sorted."""
+    labels = list(labels)
+    if size is None or size >= len(labels):
+        return list(range(len(labels)))
+    order = np.random.default_rng(seed).permutation(len(labels))
+    seen, keyed = {}, []
+    for position, index in enumerate(order):
+        rank = seen.get(labels[index], 0)
+        seen[labels[index]] = rank + 1
+        keyed.append((rank, position, int(index)))
+    return sorted(index for _, _, index in sorted(keyed)[:size])
+
+
+def subset_name(subset):
+    return "-".join(f"{split}{'all' if n is None else n}" for split, n in subset.items())
+
+
+def materialise_subset(dataset_dir, subset, seed, data_root):
+    """The corpus folder itself, or a fixed stratified subset of it saved under `data_root` (reused when done).
+    Saving keeps each split's fingerprint, so nser's feature cache is shared between runs on the same subset."""
+    if all(n is None for n in subset.values()):
+        return str(dataset_dir)
+    corpus = load_from_disk(str(dataset_dir))
+    source = {split: corpus[split]._fingerprint for split in corpus}
+    path = Path(data_root) / f"{Path(dataset_dir).name}-{subset_name(subset)}-seed{seed}"
+    marker = path / "bench_subset.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("source") == source:
+        return str(path)
+    parts = DatasetDict({split: ds.select(stratified_indices(ds["label"], subset.get(split), seed)) for split, ds in corpus.items()})
+    parts.save_to_disk(str(path))
+    marker.write_text(json.dumps({"source": source, "subset": subset, "seed": seed}, indent=1))
+    logger.info("wrote subset %s", path)
+    return str(path)
+
+
+def split_sizes(dataset_dir):
+    corpus = load_from_disk(str(dataset_dir))
+    return {split: len(corpus[split]) for split in ("train", "validation", "test")}
+
+
+def dataset_fingerprints(dataset_dir):
+    corpus = load_from_disk(str(dataset_dir))
+    return {split: corpus[split]._fingerprint for split in sorted(corpus)}
+
+
+# --------------------------------------------------------------------------------------------- the systems
+def build_specs(args, data_root):
+    """The systems to run, in report order, with the data and conditions of each."""
+    main = {"train": args.max_train_samples, "validation": args.max_validation_samples, "test": args.max_test_samples}
+    padded = {s: getattr(args, f"padded_max_{s}_samples") for s in main}
+    decoder = {s: getattr(args, f"decoder_max_{s}_samples") for s in main}
+    # Subsets are drawn from the main systems' data, so a subset's clips are among the main systems' clips.
+    padded = {s: min(v, main[s]) if v and main[s] else (v or main[s]) for s, v in padded.items()}
+    decoder = {s: min(v, main[s]) if v and main[s] else (v or main[s]) for s, v in decoder.items()}
+    folder = {}
+
+    def data(subset):
+        key = subset_name(subset)
+        if key not in folder:
+            folder[key] = materialise_subset(args.dataset_dir, subset, args.subset_seed, data_root)
+        return folder[key]
+
+    seeds, snrs = list(args.seeds), list(args.snrs)
+    lang = args.language
+    specs = {
+        "egemaps": SystemSpec("egemaps", "1", "eGeMAPSv02 + logistic regression", "egemaps", data(main), main, snrs,
+                              seeds[:1], note="openSMILE functionals, standardised; C on validation; deterministic: one run"),
+        "egemaps_clean": SystemSpec("egemaps_clean", "1c", "eGeMAPSv02 + logistic regression, clean-trained", "egemaps",
+                                    data(main), main, snrs, seeds[:1], train_with_noise=False, note="as (1), clean training"),
+        "whisper_last": SystemSpec("whisper_last", "2", "Whisper last encoder layer, mean-pooled, MLP head", "nser", data(main),
+                                   main, snrs, seeds, config_overrides="encoder_fusion=last,use_decoder=false",
+                                   note="nser `encoder_fusion=last`; head Linear-GELU-Dropout-Linear (the library's)"),
+        "wfac": SystemSpec("wfac", "3", "transformers WhisperForAudioClassification (weighted layer sum, 30 s padded)", "wfac",
+                           data(padded), padded, list(args.padded_snrs or snrs), seeds, learned_layer_weights=True,
+                           note="frozen encoder; mean over all 1500 positions, padding included"),
+        "nser_enc": SystemSpec("nser_enc", "4", "nser encoder layer adapter", "nser", data(main), main, snrs, seeds,
+                               config_overrides="use_decoder=false", learned_layer_weights=True),
+        "nser_encdec": SystemSpec("nser_encdec", "5", f"nser encoder + decoder layer adapters (ASR hypothesis, {lang})", "nser",
+                                  data(decoder), decoder, list(args.decoder_snrs or snrs), seeds,
+                                  config_overrides=f"use_decoder=true,asr_language={lang}", learned_layer_weights=True,
+                                  note="greedy hypothesis from the 30 s padded encoder, capped by duration"),
+        "nser_enc_clean": SystemSpec("nser_enc_clean", "6", "(4) clean-trained", "nser", data(main), main, snrs, seeds,
+                                     train_with_noise=False, config_overrides="use_decoder=false", learned_layer_weights=True),
+        "nser_encdec_clean": SystemSpec("nser_encdec_clean", "6b", "(5) clean-trained", "nser", data(decoder), decoder,
+                                        list(args.decoder_snrs or snrs), seeds, train_with_noise=False,
+                                        config_overrides=f"use_decoder=true,asr_language={lang}", learned_layer_weights=True),
+    }
+    chosen = [specs[key] for key in ALL_SYSTEMS if key in args.systems]
+    # Matched controls: (4) on each distinct subset of an expensive system, placed after that system.
+    controls = {}
+    for spec in list(chosen):
+        if spec.kind == "nser" and spec.key.startswith("nser_encdec") or spec.kind == "wfac":
+            if spec.subset != main and subset_name(spec.subset) not in controls:
+                key = f"nser_enc_on_{subset_name(spec.subset)}"
+                controls[subset_name(spec.subset)] = SystemSpec(
+                    key, "4*", f"(4) on the subset of ({spec.number})", "nser", spec.dataset_dir, spec.subset, snrs, seeds,
+                    config_overrides="use_decoder=false", learned_layer_weights=True,
+                    note=f"paired comparison for ({spec.number}): same clips, same training recipe")
+                chosen.insert(chosen.index(spec) + 1, controls[subset_name(spec.subset)])
+            elif spec.subset != main:
+                controls[subset_name(spec.subset)].title += f" and ({spec.number})"
+    return chosen
+
+
+def execution_order(specs):
+    rank = {key: i for i, key in enumerate(EXECUTION_ORDER)}
+    return sorted(specs, key=lambda spec: rank["control" if spec.number == "4*" else spec.key])
+
+
+def backbone_of(spec):
+    if spec.kind == "egemaps":
+        return "egemaps"
+    if spec.kind == "wfac":
+        return "padded"
+    return "decoder" if "use_decoder=true" in (spec.config_overrides or "") else "real_length"
+
+
+def estimate_minutes(specs, sizes, noise_types, augment_copies, epochs):
+    """Planned minutes per system on a quiet 2-core CPU (COST_PER_CLIP_S), counting a shared cache once."""
+    done, minutes = set(), {}
+    for spec in execution_order(specs):
+        n = sizes[spec.key]
+        family = backbone_of(spec)
+        noise = "noise" if spec.train_with_noise else "clean"
+        train_clips = n["train"] * (augment_copies if spec.train_with_noise else 1)
+        variants = [("train", spec.subset["train"], noise, train_clips), ("validation", spec.subset["validation"], noise, n["validation"])]
+        variants += [("test", spec.subset["test"], c, n["test"]) for c in ["clean"] + [f"{t}{s}" for t in noise_types for s in spec.snrs]]
+        seconds = 0.0
+        for split, size, variant, clips in variants:
+            if (family, split, size, variant) not in done:
+                done.add((family, split, size, variant))
+                seconds += clips * (COST_PER_CLIP_S[family] + AUDIO_PREP_S)
+        test_clips = n["test"] * (1 + len(noise_types) * len(spec.snrs))
+        if spec.kind == "nser":
+            per_epoch = (train_clips + n["validation"] / 3) * TRAIN_S_PER_EXAMPLE_EPOCH + CHECKPOINT_S
+            seconds += len(spec.seeds) * (RUN_OVERHEAD_S + epochs * per_epoch + test_clips * INFERENCE_S_PER_CLIP)
+        minutes[spec.key] = seconds / 60
+    return minutes
+
+
+def run_system(setup, spec, reuse=True):
+    """Per-seed results, reusing finished runs whose settings match."""
+    signature = fingerprint({"version": RESULT_VERSION, "setup": setup.signature(), "spec": spec.signature(),
+                             "data": dataset_fingerprints(spec.dataset_dir)})
+    results, todo = {}, []
+    for seed in spec.seeds:
+        path = setup.output_dir / spec.key / f"seed-{seed}" / RESULT_FILE
+        saved = json.loads(path.read_text()) if reuse and path.is_file() else None
+        if saved and saved.get("signature") == signature:
+            logger.info("(%s) %s, seed %d: reusing %s", spec.number, spec.key, seed, path)
+            results[seed] = saved
+        else:
+            todo.append(seed)
+    if todo:
+        logger.info("(%s) %s: running seeds %s", spec.number, spec.key, todo)
+        for seed, result in SYSTEM_FUNCTIONS[spec.kind](setup, spec, todo).items():
+            result.update(seed=seed, signature=signature)
+            path = setup.output_dir / spec.key / f"seed-{seed}" / RESULT_FILE
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(result, indent=1, default=float))
+            results[seed] = json.loads(path.read_text())
+    return [results[seed] for seed in spec.seeds if seed in results]
+
+
+# --------------------------------------------------------------------------------------------- tables
+def _mean_std(values):
+    values = np.asarray(values, dtype=float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def snr_summary(rows_per_seed, metric, noise_types, snrs):
+    """{column: (mean, std) over seeds or None}: `clean`, each SNR averaged over `noise_types`, and `noisy avg`
+    over every noise type x SNR. Each seed is averaged first, then mean ± std over seeds. A column some
+    condition of which is missing is None (never an average over a different set of conditions)."""
+    columns = ["clean", *snrs, "noisy avg"]
+    per_seed = {column: [] for column in columns}
+    for rows in rows_per_seed:
+        cells = {(row["noise_type"], row["snr_db"]): row[metric] for row in rows}
+        per_seed["clean"].append(cells.get(("clean", None)))
+        for snr in snrs:
+            values = [cells.get((noise_type, float(snr))) for noise_type in noise_types]
+            per_seed[snr].append(None if None in values else float(np.mean(values)))
+        everything = [cells.get((noise_type, float(snr))) for noise_type in noise_types for snr in snrs]
+        per_seed["noisy avg"].append(None if None in everything or not everything else float(np.mean(everything)))
+    return {column: None if not values or None in values else _mean_std(values) for column, values in per_seed.items()}
+
+
+def _cell(value):
+    return "–" if value is None else f"{100 * value[0]:.1f} ± {100 * value[1]:.1f}"
+
+
+def summary_table(systems, metric, noise_types, snrs):
+    """One row per system: clean, each SNR averaged over the noise types, and the average over all noisy conditions."""
+    title = {"macro_f1": "Macro-F1", "ua": "UA"}[metric]
+    lines = [f"| system | test clips | seeds | clean | " + " | ".join(f"{s:g} dB" for s in snrs) + " | noisy avg |",
+             "|---|---:|---:|" + "---:|" * (len(snrs) + 2)]
+    for spec, results, sizes in systems:
+        summary = snr_summary([r["rows"] for r in results], metric, noise_types, snrs)
+        cells = [_cell(summary[c]) for c in ["clean", *snrs, "noisy avg"]]
+        lines.append(f"| ({spec.number}) {spec.title} | {sizes['test']} | {len(results)} | " + " | ".join(cells) + " |")
+    return f"{title} (%), mean ± std over seeds; SNR columns average the {len(noise_types)} noise types.\n\n" + "\n".join(lines) + "\n"
+
+
+def plan_table(specs, sizes, minutes, augment_copies):
+    lines = ["| system | corpus folder | train clips | validation clips | test clips | SNRs (dB) | seeds | training audio | est. min |",
+             "|---|---|---:|---:|---:|---|---|---|---:|"]
+    for spec in specs:
+        n = sizes[spec.key]
+        training = f"noise-augmented ({augment_copies} draws/clip)" if spec.train_with_noise else "clean"
+        lines.append(
+            f"| ({spec.number}) {spec.key} | `{_relative(spec.dataset_dir)}` | {n['train']} | {n['validation']} | {n['test']} "
+            f"| {' '.join(f'{s:g}' for s in spec.snrs)} | {' '.join(map(str, spec.seeds))} | {training} | {minutes[spec.key]:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def layer_weight_table(systems):
+    """Learned layer weights (softmax), mean ± std over seeds, per system and group."""
+    lines = []
+    for spec, results, _ in systems:
+        if not spec.learned_layer_weights or not results or not results[0].get("layer_weights"):
+            continue
+        for group in results[0]["layer_weights"]:
+            weights = np.array([r["layer_weights"][group] for r in results])
+            means, stds = weights.mean(0), weights.std(0, ddof=1) if len(weights) > 1 else np.zeros(weights.shape[1])
+            cells = " | ".join(f"{m:.2f} ± {s:.2f}" for m, s in zip(means, stds))
+            if not lines:
+                lines = ["| system | group | " + " | ".join(f"L{i}" for i in range(weights.shape[1])) + " |",
+                         "|---|---|" + "---:|" * weights.shape[1]]
+            lines.append(f"| ({spec.number}) {spec.key} | {group} | {cells} |")
+    return "\n".join(lines) + "\n" if lines else "No system with learned layer weights was run.\n"
+
+
+def cost_rows(spec, results):
+    """Extraction summed over seeds (a shared cache makes later seeds and systems read it), training and
+    inference per seed, total wall time over seeds, and the largest peak RSS seen."""
+    def total(stage, key):
+        return sum((r["stages"] or {}).get(stage, {}).get(key, 0) for r in results)
+
+    seeds = max(len(results), 1)
+    extraction_s, computed, reused = total("extraction", "seconds"), total("extraction", "clips"), total("extraction", "reused_clips")
+    peak = max([s["peak_rss_mb"] for r in results for s in (r["stages"] or {}).values()] or [0.0])
+    return {
+        "extraction_s": extraction_s, "clips_computed": computed, "clips_reused": reused,
+        "ms_per_computed_clip": 1000 * extraction_s / computed if computed else None,
+        "training_s_per_seed": total("training", "seconds") / seeds, "training_examples": total("training", "clips") // seeds,
+        "inference_s_per_seed": total("inference", "seconds") / seeds, "inference_clips": total("inference", "clips") // seeds,
+        "wall_s": sum(r["wall_s"] for r in results), "peak_rss_mb": peak,
+    }
+
+
+def cost_table(systems):
+    lines = ["| system | feature extraction s (clips computed / reused) | ms per computed clip | training s per seed (examples) "
+             "| inference s per seed (clips) | wall s, all seeds | peak RSS MB |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for spec, results, _ in systems:
+        c = cost_rows(spec, results)
+        per_clip = "–" if c["ms_per_computed_clip"] is None else f"{c['ms_per_computed_clip']:.0f}"
+        lines.append(
+            f"| ({spec.number}) {spec.key} | {c['extraction_s']:.1f} ({c['clips_computed']} / {c['clips_reused']}) | {per_clip} "
+            f"| {c['training_s_per_seed']:.1f} ({c['training_examples']}) | {c['inference_s_per_seed']:.1f} ({c['inference_clips']}) "
+            f"| {c['wall_s']:.0f} | {c['peak_rss_mb']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------- figures
+def _save(figure, path):
+    FigureCanvasAgg(figure)
+    figure.savefig(path, dpi=110)
+
+
+def plot_f1_vs_snr(systems, noise_types, snrs, path):
+    """Macro-F1 vs SNR, one panel per noise type plus their average; one line per system, clean at the right."""
+    ascending = sorted(snrs)
+    positions = {snr: i for i, snr in enumerate(ascending)}
+    panels = list(noise_types) + ["mean over noise types"]
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    figure = Figure(figsize=(4.2 * columns, 3.4 * rows + 0.8), layout="constrained")
+    for index, panel in enumerate(panels):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        for spec, results, _ in systems:
+            rows_per_seed = [r["rows"] for r in results]
+            kinds = noise_types if panel.startswith("mean") else [panel]
+            summary = snr_summary(rows_per_seed, "macro_f1", kinds, ascending)
+            xs = [positions[s] for s in ascending if summary[s]]
+            values = [summary[s] for s in ascending if summary[s]]
+            line = axes.errorbar(xs, [100 * v[0] for v in values], yerr=[100 * v[1] for v in values], marker="o",
+                                 capsize=2, label=f"({spec.number}) {spec.key}")
+            if summary["clean"]:  # its own marker, not joined to the SNR curve
+                axes.errorbar([len(ascending)], [100 * summary["clean"][0]], yerr=[100 * summary["clean"][1]], marker="s",
+                              capsize=2, color=line.lines[0].get_color())
+        axes.set_xticks(range(len(ascending) + 1), [f"{s:g}" for s in ascending] + ["clean"])
+        axes.set_title(panel)
+        axes.set_xlabel("SNR (dB)")
+        axes.set_ylabel("macro-F1 (%)")
+        axes.grid(alpha=0.3)
+    handles, labels = figure.axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), fontsize="small")
+    _save(figure, path)
+
+
+def plot_layer_weights(systems, path):
+    """Grouped bars: each system's learned weight per layer (mean over seeds, std as error bars), per group."""
+    data = {}
+    for spec, results, _ in systems:
+        if spec.learned_layer_weights and results and results[0].get("layer_weights"):
+            for group in results[0]["layer_weights"]:
+                weights = np.array([r["layer_weights"][group] for r in results])
+                std = weights.std(0, ddof=1) if len(weights) > 1 else np.zeros(weights.shape[1])
+                data.setdefault(group, []).append((f"({spec.number}) {spec.key}", weights.mean(0), std))
+    if not data:
+        return False
+    figure = Figure(figsize=(6 * len(data), 3.8), layout="constrained")
+    for index, (group, bars) in enumerate(data.items()):
+        axes = figure.add_subplot(1, len(data), index + 1)
+        width = 0.8 / len(bars)
+        for offset, (label, mean, std) in enumerate(bars):
+            axes.bar(np.arange(len(mean)) + offset * width - 0.4 + width / 2, mean, width, yerr=std, label=label, capsize=2)
+        axes.set_xticks(range(len(bars[0][1])))
+        axes.set_title(f"{group} layers (0 = embeddings)")
+        axes.set_ylabel("softmax weight")
+        axes.legend(fontsize="x-small")
+    _save(figure, path)
+    return True
+
+
+# --------------------------------------------------------------------------------------------- report
+def environment():
+    names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+             if line.startswith("model name")] if Path("/proc/cpuinfo").exists() else []
+    versions = {}
+    for package in ("torch", "transformers", "datasets", "scikit-learn", "opensmile"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "absent"
+    return {"cpu": names[0] if names else platform.processor(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "versions": versions,
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def hyperparameters(setup):
+    return (
+        f"- nser systems (2, 4, 5, 6, 4*): frozen whisper-base, `run_experiment` with AdamW lr {setup.learning_rate:g}, "
+        f"{setup.warmup_steps} warm-up steps then linear decay, batch {setup.batch_size}, {setup.epochs} epoch(s), evaluation "
+        "every epoch on the validation speaker(s), the epoch with the best validation macro-F1 kept; NserConfig defaults "
+        "otherwise (adapter_dim 256, embedding_dim 256, dropout 0.1, mean pooling over real frames).\n"
+        f"- (3): the same optimiser, schedule, batch, epochs and selection on WhisperForAudioClassification's head "
+        "(softmax layer weights, projector 512->256, classifier), gradient norm clipped at 1 (Trainer's default).\n"
+        f"- (1): StandardScaler + LogisticRegression (lbfgs, max_iter 5000); C from {list(setup.egemaps_c_grid)} by validation macro-F1.\n"
+        f"- Training noise: {', '.join(setup.train_noise_types)} (train-split files), SNR uniform in "
+        f"[{setup.train_snr_low:g}, {setup.train_snr_high:g}] dB, {setup.clean_probability:.0%} of draws clean, "
+        f"{setup.augment_copies} fixed draw(s) per training clip; validation with one draw of the same kind of noise "
+        f"(clean for clean-trained systems). Noise seed {setup.noise_seed}.\n"
+        "- Nothing is tuned on a test condition: every choice above is fixed here or made on the validation speaker(s).\n"
+    )
+
+
+def render_markdown(args, command, setup, specs_results, plan, figures, env):
+    snrs, noise_types = list(args.snrs), list(args.noise_types)
+    parts = [
+        f"# Noise robustness of speech emotion recognition: {args.corpus}",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"- {env['date']}; {env['cpu']}, {env['cpus']} CPUs, torch threads {env['torch_threads']}; "
+        + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+        f"- model `{_relative(args.model)}`; corpus `{_relative(args.dataset_dir)}` (speaker-independent splits as prepared); "
+        f"noise `{_relative(args.noise_dir)}` (test conditions from its test split; white noise synthetic)",
+        "",
+        "## Data each system used",
+        "",
+        plan,
+        "Subsets are fixed, class-stratified draws (`--subset_seed`) of the same splits; (4*) rows repeat (4) on exactly "
+        "the clips of the subset systems, so compare (3) and (5) with their (4*) row, not with (4).",
+        "",
+        "## Summary",
+        "",
+        summary_table(specs_results, "macro_f1", noise_types, snrs),
+        summary_table(specs_results, "ua", noise_types, snrs),
+        f"![macro-F1 vs SNR]({figures['f1_vs_snr']})",
+        "",
+        "## Learned layer weights (softmax, mean ± std over seeds)",
+        "",
+        layer_weight_table(specs_results),
+    ]
+    if figures.get("layer_weights"):
+        parts += [f"![layer weights]({figures['layer_weights']})", ""]
+    parts += [
+        "## Cost (wall time and peak resident memory)",
+        "",
+        cost_table(specs_results),
+        "Feature extraction: backbone (or openSMILE) passes over the clips the run needed; runs sharing a backbone "
+        "share nser's feature cache (or the in-process memo of (1)/(3)), so later systems and seeds mostly read "
+        "(`reused`). Training includes the per-epoch validation pass and checkpoint saving; inference is prediction on "
+        "every test condition. Peak RSS is the process's resident set (psutil, sampled every 50 ms) during a stage, so "
+        "it includes what the process already held. Decoding, noise mixing and log-mel are in the wall time only.",
+        "",
+        "## Hyperparameters",
+        "",
+        hyperparameters(setup),
+        "## Per-system results (noise type x SNR)",
+        "",
+    ]
+    for spec, results, sizes in specs_results:
+        rows = aggregate([r["rows"] for r in results])
+        parts += [
+            f"### ({spec.number}) {spec.title}",
+            "",
+            f"`{spec.key}`: {spec.kind}" + (f", `{spec.config_overrides}`" if spec.config_overrides else "")
+            + f"; train {sizes['train']} / validation {sizes['validation']} / test {sizes['test']} clips; "
+            f"seeds {' '.join(str(r['seed']) for r in results)}" + (f". {spec.note}." if spec.note else "."),
+            "",
+            markdown_table(rows, "macro_f1"),
+            markdown_table(rows, "ua"),
+        ]
+    return "\n".join(parts)
+
+
+def _relative(path):
+    try:
+        return os.path.relpath(path, ROOT)
+    except ValueError:
+        return str(path)
+
+
+# --------------------------------------------------------------------------------------------- main
+@contextlib.contextmanager
+def quiet_libraries(progress_bars):
+    """Library warnings off (expected load reports, generation notices) for the run; restored afterwards, so
+    calling `main` in-process (the tests do) leaves the caller's logging as it was."""
+    saved = transformers.logging.get_verbosity(), datasets.logging.get_verbosity(), datasets.is_progress_bar_enabled()
+    transformers.logging.set_verbosity_error()
+    datasets.logging.set_verbosity_error()
+    if not progress_bars:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(saved[0])
+        datasets.logging.set_verbosity(saved[1])
+        if saved[2]:
+            datasets.enable_progress_bars()
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with quiet_libraries(progress_bars=not args.quick):
+        return run(args, argv)
+
+
+def run(args, argv):
+    """Plan, run (or reuse) every system, write and print the report; returns the JSON payload."""
+    check_inputs(args)
+    command = "python -m bench.robustness " + shlex.join(argv)
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    bank = load_noise_bank(NoiseArguments(noise_dir=args.noise_dir))
+    train_noise = [c for c in bank.split("train").categories if c not in SYNTHETIC_TRAIN_NOISE] + list(SYNTHETIC_TRAIN_NOISE)
+    setup = Setup(
+        model=args.model, noise_dir=args.noise_dir, language=args.language, noise_types=list(args.noise_types),
+        output_dir=output_dir, feature_cache_dir=args.feature_cache_dir, epochs=args.epochs,
+        augment_copies=args.augment_copies, noise_seed=args.noise_seed, egemaps_c_grid=tuple(args.egemaps_c_grid),
+        show_progress=not args.quick, train_noise_types=train_noise,
+    )
+    specs = build_specs(args, output_dir / "data")
+    sizes = {spec.key: split_sizes(spec.dataset_dir) for spec in specs}
+    minutes = estimate_minutes(specs, sizes, args.noise_types, args.augment_copies, args.epochs)
+    plan = plan_table(specs, sizes, minutes, args.augment_copies)
+    print(f"Command: `{command}`\n\nPlan ({args.corpus}; test noise {' '.join(args.noise_types)}; estimate for a quiet "
+          f"2-core CPU, shared caches counted once, {sum(minutes.values()):.0f} min in all):\n\n{plan}", flush=True)
+    if args.plan_only:
+        return None
+
+    start = time.perf_counter()
+    results = {}
+    with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its logs: keep stdout for the plan and the report
+        for spec in execution_order(specs):
+            results[spec.key] = run_system(setup, spec, reuse=not args.no_reuse)
+    specs_results = [(spec, results[spec.key], sizes[spec.key]) for spec in specs]
+
+    figures = {"f1_vs_snr": "f1_vs_snr.png"}
+    plot_f1_vs_snr(specs_results, args.noise_types, args.snrs, output_dir / figures["f1_vs_snr"])
+    if plot_layer_weights(specs_results, output_dir / "layer_weights.png"):
+        figures["layer_weights"] = "layer_weights.png"
+    env = environment()
+    markdown = render_markdown(args, command, setup, specs_results, plan, figures, env)
+    wall = time.perf_counter() - start
+    markdown += f"\nBenchmark wall time (this invocation): {wall / 60:.1f} min; process peak RSS (ru_maxrss) " \
+                f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB.\n"
+    payload = {
+        "command": command, "environment": env, "setup": setup.signature(), "wall_s": wall,
+        "systems": [
+            {"spec": vars(spec), "sizes": sz, "estimated_minutes": minutes[spec.key], "results": res,
+             "aggregated": aggregate([r["rows"] for r in res]),
+             "summary": {metric: {str(k): v for k, v in snr_summary([r["rows"] for r in res], metric, args.noise_types, args.snrs).items()}
+                         for metric in ("macro_f1", "ua")},
+             "cost": cost_rows(spec, res)}
+            for spec, res, sz in specs_results
+        ],
+    }
+    (output_dir / "robustness.json").write_text(json.dumps(payload, indent=1, default=str))
+    (output_dir / "robustness.md").write_text(markdown)
+    print(markdown)
+    print(f"Wrote {output_dir / 'robustness.md'}, robustness.json and {', '.join(figures.values())}\nCommand: {command}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,557 @@
+"""The systems that `bench/robustness.py` compares, each one small function with the same contract:
+
+    run_<kind>(setup, spec, seeds) -> {seed: {"rows": [...], "layer_weights": ..., "stages": ..., ...}}
+
+`rows` are `nser.metrics.classification_metrics` rows (plus `condition`, `noise_type`, `snr_db`, `num_examples`),
+the format `nser.report.aggregate` and `markdown_table` take. Every system sees the same speaker-independent
+splits, the same training noise and the same noisy test audio:
+
+- training noise: `nser.augment.NoiseAugmentation` on the bank's *train* files, `augment_copies` fixed draws per
+  example (seed `noise_seed`, draw `i` = epoch `i`), validation with one draw of training-type noise (seed
+  `noise_seed + 1`): what `nser.experiment` does with cached states, so the audio is the same sample for sample;
+- test audio: `nser.augment.make_noisy_testset` per noise type and SNR (test noise files, seed `noise_seed`),
+  one condition at a time, as `nser.experiment` builds it.
+
+Kinds:
+- `egemaps`: openSMILE eGeMAPSv02 functionals (88 per clip), standardised, scikit-learn logistic regression;
+  C chosen on the validation speaker by macro-F1. Convex and deterministic: one run stands for every seed.
+- `wfac`: transformers' `WhisperForAudioClassification(use_weighted_layer_sum=True)`, frozen encoder on the 30 s
+  padded input. Its head (softmax layer weights -> projector -> mean over the 1500 positions -> classifier) is
+  linear up to the classifier, so it is trained exactly on each layer's time-mean (`pooled_layer_means`),
+  computed once; `wfac_logits` equals the model's own logits (checked by tests/test_bench_robustness.py).
+- `nser`: `nser.experiment.run_experiment` with `config_overrides` (feature cache, model selection on the
+  validation speaker by macro-F1, the library's noise and conditions).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gc
+import hashlib
+import json
+import logging
+import math
+import shutil
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+import transformers
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from transformers import (
+    TrainingArguments,
+    WhisperConfig,
+    WhisperFeatureExtractor,
+    WhisperForAudioClassification,
+    get_linear_schedule_with_warmup,
+    set_seed,
+)
+
+import nser.experiment
+from nser.arguments import DataArguments, ModelArguments, NoiseArguments, RunArguments
+from nser.audio import SAMPLING_RATE, waveform_from_value
+from nser.augment import CLEAN, NoiseAugmentation, condition_name, make_noisy_testset
+from nser.data import load_corpus, prepare_columns, speaker_independent_splits
+from nser.experiment import load_noise_bank, run_experiment
+from nser.metrics import classification_metrics
+
+logger = logging.getLogger(__name__)
+
+SYNTHETIC_TRAIN_NOISE = ("white", "pink")  # nser's default training noise besides the recorded categories
+
+
+# --------------------------------------------------------------------------------------------- what every run shares
+@dataclass
+class Setup:
+    """Settings shared by every system (fixed in the script or by flags; none is chosen on test data)."""
+
+    model: str
+    noise_dir: str
+    language: str
+    noise_types: list[str]
+    output_dir: Path
+    feature_cache_dir: str
+    epochs: int = 8
+    learning_rate: float = 1e-3
+    warmup_steps: int = 20
+    batch_size: int = 16
+    augment_copies: int = 2
+    train_snr_low: float = 0.0
+    train_snr_high: float = 20.0
+    clean_probability: float = 0.2
+    noise_seed: int = 0
+    egemaps_c_grid: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0)
+    show_progress: bool = True
+    train_noise_types: list[str] | None = None  # filled from the noise bank: recorded categories + white, pink
+    memo: dict = field(default_factory=dict, repr=False)  # in-process feature memo of the egemaps and wfac kinds
+
+    def signature(self) -> dict:
+        """What changes a result: goes into each run's reuse check."""
+        keys = ("model", "noise_dir", "language", "noise_types", "epochs", "learning_rate", "warmup_steps",
+                "batch_size", "augment_copies", "train_snr_low", "train_snr_high", "clean_probability",
+                "noise_seed", "egemaps_c_grid", "train_noise_types")
+        return {key: getattr(self, key) for key in keys}
+
+    def noise_arguments(self, snrs, train_with_noise=True) -> NoiseArguments:
+        return NoiseArguments(
+            noise_dir=self.noise_dir, train_noise_types=list(self.train_noise_types),
+            test_noise_types=list(self.noise_types), test_snrs=[float(s) for s in snrs],
+            train_snr_low=self.train_snr_low, train_snr_high=self.train_snr_high,
+            clean_probability=self.clean_probability, augment_copies=self.augment_copies,
+            train_with_noise=train_with_noise, noise_seed=self.noise_seed,
+        )
+
+    def training_arguments(self, output_dir, seed) -> TrainingArguments:
+        """configs/main_job.json's recipe: AdamW lr 1e-3, 20 warm-up steps then linear decay, batch 16, an
+        evaluation per epoch on the validation speaker, the best epoch by macro-F1 kept."""
+        return TrainingArguments(
+            output_dir=str(output_dir), seed=seed, num_train_epochs=self.epochs, learning_rate=self.learning_rate,
+            warmup_steps=self.warmup_steps, per_device_train_batch_size=self.batch_size,
+            per_device_eval_batch_size=self.batch_size, eval_strategy="epoch", save_strategy="epoch",
+            save_total_limit=1, save_only_model=True, load_best_model_at_end=True, metric_for_best_model="macro_f1",
+            greater_is_better=True, logging_strategy="epoch", use_cpu=True, report_to="none",
+            disable_tqdm=not self.show_progress,
+        )
+
+
+@dataclass
+class SystemSpec:
+    """One row of the comparison: which system, on which data, under which conditions."""
+
+    key: str  # folder name under the output folder and key in robustness.json
+    number: str  # the system's number in issue 5 ("1" .. "6", "4*" for a matched control)
+    title: str
+    kind: str  # "egemaps", "wfac" or "nser"
+    dataset_dir: str  # the corpus folder (the prepared corpus or a fixed stratified subset of it)
+    subset: dict  # {"train": n or None (all), "validation": ..., "test": ...}
+    snrs: list[float]
+    seeds: list[int]
+    train_with_noise: bool = True
+    config_overrides: str | None = None
+    learned_layer_weights: bool = False
+    note: str = ""
+
+    def signature(self) -> dict:
+        keys = ("kind", "dataset_dir", "subset", "snrs", "train_with_noise", "config_overrides")
+        return {key: getattr(self, key) for key in keys}
+
+
+def fingerprint(payload) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------- cost measurement
+class ResourceMeter:
+    """Wall time and peak resident memory of named stages of one run.
+
+    RSS comes from psutil, sampled every `interval` s by a thread while any stage is open (and at each stage's
+    start and end); a stage's peak is the process's largest RSS while it was open, so it includes what the
+    process already held. Stages with the same name accumulate; `clips` and `reused_clips` are filled by callers
+    (features computed vs read from a cache)."""
+
+    def __init__(self, interval=0.05):
+        self.records: dict[str, dict] = {}
+        self._open: list[dict] = []
+        self._lock = threading.Lock()
+        self._process = psutil.Process()
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self):
+        while not self._stop.wait(self._interval):
+            self._update()
+
+    def _update(self):
+        rss_mb = self._process.memory_info().rss / 2**20
+        with self._lock:
+            for record in self._open:
+                record["peak_rss_mb"] = max(record["peak_rss_mb"], rss_mb)
+
+    @contextlib.contextmanager
+    def stage(self, name):
+        record = self.records.setdefault(name, {"seconds": 0.0, "peak_rss_mb": 0.0, "clips": 0, "reused_clips": 0})
+        with self._lock:
+            self._open.append(record)
+        self._update()
+        start = time.perf_counter()
+        try:
+            yield record
+        finally:
+            record["seconds"] += time.perf_counter() - start
+            self._update()
+            with self._lock:
+                self._open.remove(record)
+
+
+# --------------------------------------------------------------------------------------------- shared data
+class CorpusView:
+    """The splits, labels and noise bank of one corpus folder, and the audio variants the systems hear."""
+
+    def __init__(self, setup: Setup, dataset_dir: str):
+        corpus = load_corpus(dataset_name=dataset_dir)
+        corpus, self.label_names = prepare_columns(corpus)
+        self.splits = speaker_independent_splits(corpus, "speaker")
+        self.bank = load_noise_bank(setup.noise_arguments([]))
+        self.setup, self.dataset_dir = setup, dataset_dir
+
+    def labels(self, split) -> np.ndarray:
+        return np.asarray(list(self.splits[split]["label"]))
+
+    def _augmentation(self, seed_offset):
+        """nser.experiment's training noise: train files, recorded categories + white + pink, 20 % clean."""
+        setup = self.setup
+        return NoiseAugmentation(
+            self.bank.split("train"), setup.train_noise_types, snr_range=(setup.train_snr_low, setup.train_snr_high),
+            clean_probability=setup.clean_probability, seed=setup.noise_seed + seed_offset,
+        )
+
+    def train_variants(self, with_noise):
+        """[(name, dataset, augmentation or None)]: `augment_copies` noisy draws, or the clean set once."""
+        if not with_noise:
+            return [("train clean", self.splits["train"], None)]
+        variants = []
+        for copy_index in range(self.setup.augment_copies):
+            augmentation = self._augmentation(seed_offset=0)
+            augmentation.set_epoch(copy_index)
+            variants.append((f"train noisy copy {copy_index}", self.splits["train"], augmentation))
+        return variants
+
+    def validation_variant(self, with_noise):
+        """Validation speaker with one fixed draw of training-type noise (clean for the clean-trained systems)."""
+        if not with_noise:
+            return "validation clean", self.splits["validation"], None
+        return "validation noisy", self.splits["validation"], self._augmentation(seed_offset=1)
+
+    def test_conditions(self, snrs):
+        """[(name, noise_type, snr_db or None, dataset)]: clean first, then every noise type x SNR."""
+        test = self.splits["test"]
+        conditions = [(CLEAN, CLEAN, None, test)]
+        for noise_type in self.setup.noise_types:
+            for snr_db in snrs:
+                noisy = make_noisy_testset(test, self.bank, [snr_db], [noise_type], seed=self.setup.noise_seed)
+                conditions.append((condition_name(noise_type, snr_db), noise_type, float(snr_db), noisy))
+        return conditions
+
+
+def waveforms(ds, augmentation=None, batch_size=16):
+    """16 kHz mono float32 clips of `ds`, through `augmentation` with dataset indices as example keys (as
+    `Dataset.map(..., with_indices=True)` gives them to nser.experiment)."""
+    for start in range(0, len(ds), batch_size):
+        batch = ds[start: start + batch_size]
+        if augmentation is not None:
+            batch = augmentation(batch, list(range(start, start + len(batch["audio"]))))
+        for offset, value in enumerate(batch["audio"]):
+            yield waveform_from_value(value, name=f"example {start + offset}")
+
+
+def memoised_features(setup, kind, view, variant, ds, augmentation, compute, record):
+    """Features of one audio variant, computed once per process (the in-memory counterpart of nser's cache)."""
+    key = (kind, view.dataset_dir, variant, ds._fingerprint)
+    if key in setup.memo:
+        record["reused_clips"] += len(ds)
+        return setup.memo[key]
+    features = compute(waveforms(ds, augmentation))
+    record["clips"] += len(ds)
+    setup.memo[key] = features
+    return features
+
+
+def result_row(name, noise_type, snr_db, labels, predictions, label_names):
+    metrics = classification_metrics(labels, predictions, label_names)
+    return {"condition": name, "noise_type": noise_type, "snr_db": snr_db, "num_examples": len(labels), **metrics}
+
+
+def _macro_f1(labels, predictions):
+    return float(f1_score(labels, predictions, labels=np.unique(labels), average="macro", zero_division=0))
+
+
+# --------------------------------------------------------------------------------------------- (1) eGeMAPS + LR
+@functools.lru_cache(maxsize=1)
+def _smile():
+    import opensmile  # imported here: only this system needs it
+
+    return opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.Functionals)
+
+
+def egemaps_features(clips) -> np.ndarray:
+    """(N, 88) eGeMAPSv02 functionals of 16 kHz clips (openSMILE, float32)."""
+    smile = _smile()
+    rows = [smile.process_signal(clip.numpy(), SAMPLING_RATE).to_numpy()[0] for clip in clips]
+    return np.asarray(rows, dtype=np.float32).reshape(len(rows), -1)
+
+
+def fit_logistic_regression(train_x, train_y, val_x, val_y, c_grid):
+    """Standardisation + multinomial logistic regression; C with the best validation macro-F1 (the smallest C,
+    the strongest regularisation, on ties). Returns (pipeline, C, validation macro-F1)."""
+    best = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for c in c_grid:
+            pipeline = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
+            pipeline.fit(train_x, train_y)
+            score = _macro_f1(val_y, pipeline.predict(val_x))
+            if best is None or score > best[2]:
+                best = (pipeline, c, score)
+    return best
+
+
+def run_egemaps(setup: Setup, spec: SystemSpec, seeds):
+    """One run (deterministic): features of every variant, C on validation, predictions per condition."""
+    seed = seeds[0]
+    view = CorpusView(setup, spec.dataset_dir)
+    start = time.perf_counter()
+    with ResourceMeter() as meter:
+        with meter.stage("extraction") as record:
+            def features(variant, ds, augmentation):
+                return memoised_features(setup, "egemaps", view, variant, ds, augmentation, egemaps_features, record)
+
+            train = [(features(name, ds, aug), view.labels("train")) for name, ds, aug in view.train_variants(spec.train_with_noise)]
+            train_x, train_y = np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train])
+            val_name, val_ds, val_aug = view.validation_variant(spec.train_with_noise)
+            val_x, val_y = features(val_name, val_ds, val_aug), view.labels("validation")
+            conditions = [(name, noise_type, snr, features(f"test {name}", ds, None), np.asarray(list(ds["label"])))
+                          for name, noise_type, snr, ds in view.test_conditions(spec.snrs)]
+        with meter.stage("training") as record:
+            pipeline, best_c, val_f1 = fit_logistic_regression(train_x, train_y, val_x, val_y, setup.egemaps_c_grid)
+            record["clips"] = len(train_y)
+        with meter.stage("inference") as record:
+            rows = [result_row(name, noise_type, snr, y, pipeline.predict(x), view.label_names)
+                    for name, noise_type, snr, x, y in conditions]
+            record["clips"] = sum(len(y) for *_, y in conditions)
+    chosen = {"C": best_c, "validation_macro_f1": val_f1, "c_grid": list(setup.egemaps_c_grid)}
+    return {seed: {"rows": rows, "layer_weights": None, "stages": meter.records, "wall_s": time.perf_counter() - start,
+                   "selection": chosen}}
+
+
+# --------------------------------------------------------------------------------------------- (3) transformers' classifier
+def load_whisper_classifier(checkpoint, label_names):
+    """`WhisperForAudioClassification(use_weighted_layer_sum=True)` with the checkpoint's encoder (float32, frozen)."""
+    config = WhisperConfig.from_pretrained(
+        checkpoint, use_weighted_layer_sum=True, num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)), label2id={name: i for i, name in enumerate(label_names)},
+    )
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # the load report lists the decoder and the new head, as expected
+    try:
+        model, info = WhisperForAudioClassification.from_pretrained(
+            checkpoint, config=config, dtype=torch.float32, output_loading_info=True
+        )
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    missing = [key for key in info["missing_keys"] if key.startswith("encoder.")]
+    if missing:
+        raise ValueError(f"{checkpoint} lacks encoder weights for WhisperForAudioClassification: {missing[:5]}")
+    model.freeze_encoder()
+    return model.eval()
+
+
+def padded_feature_extractor(config):
+    """Whisper's log-mel padded to the encoder's whole window (30 s for every real checkpoint; identical to
+    whisper-base's saved preprocessor), as `pipeline("audio-classification")` feeds WhisperForAudioClassification."""
+    return WhisperFeatureExtractor(feature_size=config.num_mel_bins, chunk_length=2 * config.max_source_positions // 100)
+
+
+@torch.no_grad()
+def pooled_layer_means(model, feature_extractor, clips, batch_size=8) -> np.ndarray:
+    """(N, encoder_layers + 1, d_model): every encoder hidden state of the 30 s padded input, averaged over all
+    its positions, padding included, as WhisperForAudioClassification pools (after its projector; the projector
+    is affine, so the order does not matter)."""
+    pooled = []
+    clips = list(clips)
+    for start in range(0, len(clips), batch_size):
+        chunk = [clip.numpy() for clip in clips[start: start + batch_size]]
+        features = feature_extractor(chunk, sampling_rate=SAMPLING_RATE, return_tensors="pt").input_features
+        states = model.encoder(features.to(model.dtype), output_hidden_states=True).hidden_states
+        pooled.append(torch.stack(states, dim=1).mean(dim=2).float())  # (B, L, T, D) -> (B, L, D)
+    return torch.cat(pooled).numpy() if pooled else np.zeros((0, model.config.encoder_layers + 1, model.config.d_model), np.float32)
+
+
+def wfac_logits(model, pooled):
+    """WhisperForAudioClassification's head on `pooled_layer_means`: softmax layer weights, projector, classifier."""
+    weights = model.layer_weights.softmax(dim=-1)
+    hidden = (pooled * weights[None, :, None]).sum(dim=1)  # (B, L, D) -> (B, D)
+    return model.classifier(model.projector(hidden))
+
+
+def _predict(model, x, batch_size=256):
+    with torch.no_grad():
+        return np.concatenate([wfac_logits(model, torch.as_tensor(x[i: i + batch_size])).argmax(-1).numpy()
+                               for i in range(0, len(x), batch_size)]) if len(x) else np.zeros(0, dtype=int)
+
+
+def train_whisper_classifier_head(config, train, validation, setup: Setup, seed):
+    """A fresh WhisperForAudioClassification (head initialised under `seed`), its head trained with the recipe of
+    the nser runs (AdamW, linear warm-up and decay, gradient norm clipped at 1, batch, epochs) and the epoch with
+    the best validation macro-F1 kept. Returns (model, best validation macro-F1, best epoch)."""
+    set_seed(seed)
+    model = WhisperForAudioClassification(config).float()
+    params = [model.layer_weights, *model.projector.parameters(), *model.classifier.parameters()]
+    train_x, train_y = torch.as_tensor(train[0]), torch.as_tensor(train[1]).long()
+    steps_per_epoch = math.ceil(len(train_y) / setup.batch_size)
+    optimizer = torch.optim.AdamW(params, lr=setup.learning_rate, weight_decay=0.0)
+    scheduler = get_linear_schedule_with_warmup(optimizer, setup.warmup_steps, steps_per_epoch * setup.epochs)
+    generator = torch.Generator().manual_seed(seed)
+    best = (-1.0, None, 0)
+    for epoch in range(1, setup.epochs + 1):
+        model.train()
+        for batch in torch.randperm(len(train_y), generator=generator).split(setup.batch_size):
+            loss = torch.nn.functional.cross_entropy(wfac_logits(model, train_x[batch]), train_y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+        model.eval()
+        score = _macro_f1(validation[1], _predict(model, validation[0]))
+        if score > best[0]:  # strictly better, as Trainer's load_best_model_at_end
+            best = (score, {name: p.detach().clone() for name, p in model.state_dict().items() if not name.startswith("encoder.")}, epoch)
+    model.load_state_dict(best[1], strict=False)
+    return model.eval(), best[0], best[2]
+
+
+def run_wfac(setup: Setup, spec: SystemSpec, seeds):
+    """Pooled layer means of every variant once, then one head per seed."""
+    view = CorpusView(setup, spec.dataset_dir)
+    results = {}
+    start = time.perf_counter()
+    with ResourceMeter() as meter:
+        with meter.stage("model load"):
+            model = load_whisper_classifier(setup.model, view.label_names)
+            feature_extractor = padded_feature_extractor(model.config)
+        with meter.stage("extraction") as record:
+            def features(variant, ds, augmentation):
+                return memoised_features(setup, "wfac", view, variant, ds, augmentation,
+                                         lambda clips: pooled_layer_means(model, feature_extractor, clips), record)
+
+            train = [features(name, ds, aug) for name, ds, aug in view.train_variants(spec.train_with_noise)]
+            train_x = np.concatenate(train)
+            train_y = np.concatenate([view.labels("train")] * len(train))
+            val_name, val_ds, val_aug = view.validation_variant(spec.train_with_noise)
+            validation = (features(val_name, val_ds, val_aug), view.labels("validation"))
+            conditions = [(name, noise_type, snr, features(f"test {name}", ds, None), np.asarray(list(ds["label"])))
+                          for name, noise_type, snr, ds in view.test_conditions(spec.snrs)]
+        config = model.config
+        del model
+        gc.collect()
+        extraction_s = time.perf_counter() - start
+        for seed in seeds:
+            seed_start = time.perf_counter()
+            with meter.stage("training") as record:
+                head, val_f1, epoch = train_whisper_classifier_head(config, (train_x, train_y), validation, setup, seed)
+                record["clips"] = len(train_y)
+            with meter.stage("inference") as record:
+                rows = [result_row(name, noise_type, snr, y, _predict(head, x), view.label_names)
+                        for name, noise_type, snr, x, y in conditions]
+                record["clips"] = sum(len(y) for *_, y in conditions)
+            weights = {"encoder": head.layer_weights.detach().softmax(-1).tolist()}
+            results[seed] = {"rows": rows, "layer_weights": weights, "stages": None,
+                             "wall_s": time.perf_counter() - seed_start + (extraction_s if seed == seeds[0] else 0.0),
+                             "selection": {"best_epoch": epoch, "validation_macro_f1": val_f1}}
+            del head
+    for result in results.values():
+        result["stages"] = _per_seed(meter.records, len(seeds))
+    return results
+
+
+def _per_seed(records, num_seeds):
+    """Stage records of a run that trained `num_seeds` heads on one extraction: training and inference per seed."""
+    out = json.loads(json.dumps(records))
+    for name in ("training", "inference"):
+        if name in out:
+            out[name]["seconds"] /= num_seeds
+            out[name]["clips"] //= num_seeds
+    return out
+
+
+# --------------------------------------------------------------------------------------------- (2), (4), (5), (6) nser
+@contextlib.contextmanager
+def _instrumented(meter: ResourceMeter, cache_dir):
+    """Time nser.experiment's stages without changing them: wraps the names it calls (the library has no
+    stage hooks). Backbone states computed vs read from the feature cache are counted by new cache files."""
+    cache_layer_states = nser.experiment.cache_layer_states
+    evaluate_conditions = nser.experiment.evaluate_conditions
+    trainer_class = nser.experiment.NserTrainer
+    cache_dir = Path(cache_dir).expanduser()
+
+    def timed_cache(ds, *args, **kwargs):
+        before = set(cache_dir.glob("layer-states-*.arrow"))
+        with meter.stage("extraction") as record:
+            out = cache_layer_states(ds, *args, **kwargs)
+        computed = bool(set(cache_dir.glob("layer-states-*.arrow")) - before)
+        record["clips" if computed else "reused_clips"] += len(ds)
+        return out
+
+    def timed_evaluate(trainer, conditions, label_names):
+        with meter.stage("inference") as record:
+            rows = evaluate_conditions(trainer, conditions, label_names)
+        record["clips"] += sum(row["num_examples"] for row in rows)
+        return rows
+
+    class TimedTrainer(trainer_class):
+        def train(self, *args, **kwargs):
+            with meter.stage("training") as record:
+                output = super().train(*args, **kwargs)
+            record["clips"] += len(self.train_dataset)
+            return output
+
+    patches = {"cache_layer_states": timed_cache, "evaluate_conditions": timed_evaluate, "NserTrainer": TimedTrainer}
+    originals = {name: getattr(nser.experiment, name) for name in patches}
+    try:
+        for name, value in patches.items():
+            setattr(nser.experiment, name, value)
+        yield
+    finally:
+        for name, value in originals.items():
+            setattr(nser.experiment, name, value)
+
+
+def run_nser(setup: Setup, spec: SystemSpec, seeds):
+    """`run_experiment` once per seed in `<output_dir>/<key>/seed-<s>`; checkpoints are deleted afterwards (the
+    results and the learned layer weights are what the benchmark keeps)."""
+    results = {}
+    for seed in seeds:
+        run_dir = setup.output_dir / spec.key / f"seed-{seed}"
+        model_args = ModelArguments(model_name_or_path=setup.model, config_overrides=spec.config_overrides)
+        data_args = DataArguments(dataset_name=spec.dataset_dir, feature_cache_dir=setup.feature_cache_dir)
+        noise_args = setup.noise_arguments(spec.snrs, spec.train_with_noise)
+        training_args = setup.training_arguments(run_dir, seed)
+        set_seed(seed)
+        start = time.perf_counter()
+        with ResourceMeter() as meter, _instrumented(meter, setup.feature_cache_dir):
+            with meter.stage("total"):
+                result = run_experiment(model_args, data_args, noise_args, training_args, RunArguments(overwrite_output_dir=True))
+        trainer = result["trainer"]
+        weights = {group: w.tolist() for group, w in trainer.model.layer_weights().items()}
+        results[seed] = {
+            "rows": result["rows"], "layer_weights": weights, "stages": meter.records,
+            "wall_s": time.perf_counter() - start,
+            "selection": {"best_validation_macro_f1": trainer.state.best_metric,
+                          "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name},
+        }
+        del result, trainer
+        gc.collect()
+        for checkpoint in run_dir.glob("checkpoint-*"):
+            shutil.rmtree(checkpoint)  # ~300 MB each (the frozen backbone is saved too)
+    return results
+
+
+SYSTEM_FUNCTIONS = {"egemaps": run_egemaps, "wfac": run_wfac, "nser": run_nser}

@@ -1,0 +1,299 @@
+"""bench/robustness.py: the table and aggregation helpers on synthetic rows, every system end to end on a tiny random
+Whisper and a synthetic corpus (seconds), and the `--quick` smoke run on whisper-base and CASIA."""
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from datasets import DatasetDict, concatenate_datasets, load_from_disk
+from transformers import WhisperForAudioClassification
+
+from bench import robustness, systems
+from corpus_fixtures import make_corpus, make_noise_folder
+from tiny_models import save_tiny_whisper, tiny_whisper_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+WHISPER_BASE = SHARED / "models" / "whisper-base"
+CASIA = SHARED / "data" / "casia"
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+# `--quick` took 3.0 min on a 2-core machine busy with two other jobs (load ~4, one torch thread) and should take
+# about 1-1.5 min on a quiet one; the limit lets a busy CI machine through but not a hang.
+QUICK_LIMIT_S = 600
+
+try:
+    import opensmile  # noqa: F401
+
+    HAS_OPENSMILE = True
+except ImportError:
+    HAS_OPENSMILE = False
+
+
+# ------------------------------------------------------------------------------------------ synthetic rows
+def row(noise_type, snr_db, f1, labels=("a", "b")):
+    condition = "clean" if snr_db is None else f"{noise_type}_{snr_db:g}dB"
+    return {"condition": condition, "noise_type": noise_type, "snr_db": snr_db, "num_examples": 10, "ua": f1 / 2,
+            "wa": f1, "macro_f1": f1, "weighted_f1": f1, "confusion_matrix": [[5, 0], [0, 5]], "labels": list(labels)}
+
+
+def seed_rows(clean, babble, white):
+    """`babble`/`white`: {snr: macro-F1}."""
+    rows = [row("clean", None, clean)]
+    rows += [row("babble", float(s), v) for s, v in babble.items()]
+    rows += [row("white", float(s), v) for s, v in white.items()]
+    return rows
+
+
+TWO_SEEDS = [
+    seed_rows(0.6, {10: 0.5, 0: 0.4}, {10: 0.3, 0: 0.2}),
+    seed_rows(0.8, {10: 0.5, 0: 0.2}, {10: 0.5, 0: 0.2}),
+]
+
+
+def test_snr_summary_averages_noise_types_per_seed_then_takes_mean_and_std_over_seeds():
+    summary = robustness.snr_summary(TWO_SEEDS, "macro_f1", ["babble", "white"], [10.0, 0.0])
+    assert summary["clean"] == pytest.approx((0.7, math.sqrt(0.02)), abs=1e-12)
+    assert summary[10.0] == pytest.approx((0.45, math.sqrt(0.005)), abs=1e-12)  # seeds: 0.4, 0.5
+    assert summary[0.0] == pytest.approx((0.25, math.sqrt(0.005)), abs=1e-12)  # seeds: 0.3, 0.2
+    assert summary["noisy avg"] == pytest.approx((0.35, 0.0), abs=1e-12)  # both seeds 0.35
+    assert robustness.snr_summary(TWO_SEEDS, "ua", ["babble"], [0.0])[0.0] == pytest.approx((0.15, math.sqrt(0.005)), abs=1e-12)
+
+
+def test_snr_summary_never_averages_over_a_different_set_of_conditions():
+    rows = [seed_rows(0.6, {10: 0.5, 0: 0.4}, {0: 0.2})]  # white at 10 dB missing
+    summary = robustness.snr_summary(rows, "macro_f1", ["babble", "white"], [10.0, 0.0])
+    assert summary[10.0] is None and summary["noisy avg"] is None
+    assert summary[0.0] == pytest.approx((0.3, 0.0), abs=1e-12)
+
+
+def spec(key="nser_enc", number="4", **overrides):
+    values = {"title": "nser encoder layer adapter", "kind": "nser", "dataset_dir": "data/x",
+              "subset": {"train": None, "validation": None, "test": None}, "snrs": [10.0, 0.0], "seeds": [0, 1],
+              "learned_layer_weights": True}
+    return systems.SystemSpec(key, number, **{**values, **overrides})
+
+
+def test_summary_table_has_one_row_per_system_with_mean_and_std():
+    results = [{"rows": rows, "seed": s} for s, rows in enumerate(TWO_SEEDS)]
+    partial = [{"rows": [r for r in TWO_SEEDS[0] if r["snr_db"] != 10.0], "seed": 0}]
+    table = robustness.summary_table(
+        [(spec(), results, {"test": 10}), (spec("wfac", "3", title="WFAC", kind="wfac"), partial, {"test": 4})],
+        "macro_f1", ["babble", "white"], [10.0, 0.0],
+    )
+    lines = table.splitlines()
+    assert lines[2] == "| system | test clips | seeds | clean | 10 dB | 0 dB | noisy avg |"
+    assert lines[4] == "| (4) nser encoder layer adapter | 10 | 2 | 70.0 ± 14.1 | 45.0 ± 7.1 | 25.0 ± 7.1 | 35.0 ± 0.0 |"
+    assert lines[5] == "| (3) WFAC | 4 | 1 | 60.0 ± 0.0 | – | 30.0 ± 0.0 | – |"
+
+
+def test_library_aggregate_and_markdown_table_take_the_per_seed_rows():
+    table = robustness.markdown_table(robustness.aggregate(TWO_SEEDS), "macro_f1")
+    assert table.splitlines()[0] == "| Macro-F1 (%) | clean | 0 dB | 10 dB |"
+    assert "| babble | – | 30.0 ± 14.1 | 50.0 ± 0.0 |" in table
+
+
+def test_layer_weight_table_and_cost_rows():
+    results = [
+        {"rows": [], "layer_weights": {"encoder": [0.2, 0.8]}, "wall_s": 10.0,
+         "stages": {"extraction": {"seconds": 4.0, "clips": 40, "reused_clips": 0, "peak_rss_mb": 900.0},
+                    "training": {"seconds": 2.0, "clips": 100, "reused_clips": 0, "peak_rss_mb": 950.0},
+                    "inference": {"seconds": 1.0, "clips": 30, "reused_clips": 0, "peak_rss_mb": 800.0}}},
+        {"rows": [], "layer_weights": {"encoder": [0.4, 0.6]}, "wall_s": 6.0,
+         "stages": {"extraction": {"seconds": 0.5, "clips": 0, "reused_clips": 40, "peak_rss_mb": 700.0},
+                    "training": {"seconds": 4.0, "clips": 100, "reused_clips": 0, "peak_rss_mb": 700.0},
+                    "inference": {"seconds": 1.0, "clips": 30, "reused_clips": 0, "peak_rss_mb": 700.0}}},
+    ]
+    table = robustness.layer_weight_table([(spec(), results, {})])
+    assert table.splitlines()[2] == "| (4) nser_enc | encoder | 0.30 ± 0.14 | 0.70 ± 0.14 |"
+    cost = robustness.cost_rows(spec(), results)
+    assert cost == {"extraction_s": 4.5, "clips_computed": 40, "clips_reused": 40, "ms_per_computed_clip": 112.5,
+                    "training_s_per_seed": 3.0, "training_examples": 100, "inference_s_per_seed": 1.0,
+                    "inference_clips": 30, "wall_s": 16.0, "peak_rss_mb": 950.0}
+
+
+def test_stratified_subsets_are_balanced_nested_and_fixed():
+    labels = [0] * 10 + [1] * 10 + [2] * 4
+    six = robustness.stratified_indices(labels, 6, seed=0)
+    twelve = robustness.stratified_indices(labels, 12, seed=0)
+    assert sorted(np.bincount([labels[i] for i in six])) == [2, 2, 2]
+    assert np.bincount([labels[i] for i in twelve]).tolist() == [4, 4, 4]
+    assert set(six) < set(twelve) and six == sorted(six)  # a smaller subset is part of a larger one
+    assert robustness.stratified_indices(labels, 6, seed=0) == six != robustness.stratified_indices(labels, 6, seed=1)
+    assert robustness.stratified_indices(labels, None, seed=0) == list(range(24))
+
+
+def test_presets_fill_only_what_the_command_line_leaves_unset():
+    quick = robustness.parse_args(["--quick"])
+    assert (quick.seeds, quick.epochs, quick.snrs, quick.noise_types) == ([0], 1, [0.0], ["babble", "white"])
+    assert (quick.max_train_samples, quick.decoder_max_test_samples, quick.output_dir) == (24, 4, "outputs/bench-quick")
+    custom = robustness.parse_args(["--quick", "--seeds", "3", "4", "--max_test_samples", "0"])
+    assert custom.seeds == [3, 4] and custom.max_test_samples is None
+    full = robustness.parse_args([])
+    assert full.seeds == [0, 1, 2] and full.snrs == [20.0, 10.0, 5.0, 0.0, -5.0] and full.language == "zh"
+    assert robustness.parse_args(["--budget"]).augment_copies == 1
+    assert robustness.parse_args(["--corpus", "ravdess"]).language == "en"
+
+
+def test_resource_meter_accumulates_time_and_memory_per_stage():
+    with systems.ResourceMeter(interval=0.01) as meter:
+        with meter.stage("extraction") as record:
+            time.sleep(0.03)
+            record["clips"] += 2
+        with meter.stage("extraction"), meter.stage("inner"):
+            time.sleep(0.02)
+    assert meter.records["extraction"]["seconds"] >= 0.05 and meter.records["extraction"]["clips"] == 2
+    assert meter.records["inner"]["peak_rss_mb"] > 0 and meter.records["inner"]["seconds"] < meter.records["extraction"]["seconds"]
+
+
+def test_wfac_head_on_pooled_layer_means_equals_the_models_own_logits():
+    config = tiny_whisper_config()
+    config.use_weighted_layer_sum, config.num_labels, config.classifier_proj_size = True, 3, 8
+    torch.manual_seed(0)
+    model = WhisperForAudioClassification(config).eval()
+    with torch.no_grad():
+        model.layer_weights.copy_(torch.tensor([0.5, -1.0, 2.0]))  # not uniform: the weighting must matter
+    extractor = systems.padded_feature_extractor(config)
+    generator = torch.Generator().manual_seed(1)
+    clips = [0.1 * torch.randn(n, generator=generator) for n in (8000, 12000, 20000)]
+    pooled = systems.pooled_layer_means(model, extractor, clips, batch_size=2)
+    features = extractor([c.numpy() for c in clips], sampling_rate=16000, return_tensors="pt").input_features
+    assert features.shape == (3, 80, 200) and pooled.shape == (3, 3, 16)
+    with torch.no_grad():
+        expected = model(input_features=features).logits
+        got = systems.wfac_logits(model, torch.as_tensor(pooled))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_logistic_regression_takes_c_from_validation():
+    rng = np.random.default_rng(0)
+    train_y, val_y = np.repeat([0, 1, 2], 20), np.repeat([0, 1, 2], 10)
+    train_x = rng.standard_normal((60, 5)) + 2 * train_y[:, None]
+    val_x = rng.standard_normal((30, 5)) + 2 * val_y[:, None]
+    pipeline, c, score = systems.fit_logistic_regression(train_x, train_y, val_x, val_y, (0.01, 1.0))
+    assert c in (0.01, 1.0) and score == systems._macro_f1(val_y, pipeline.predict(val_x)) > 0.8
+
+
+@pytest.mark.skipif(not HAS_OPENSMILE, reason="opensmile not installed (pip install -r bench/requirements.txt)")
+def test_egemaps_gives_88_finite_functionals_per_clip():
+    t = torch.arange(16000) / 16000
+    clips = [0.3 * torch.sin(2 * math.pi * f * t) * (1 + torch.sin(2 * math.pi * 3 * t)) for f in (180.0, 240.0)]
+    features = systems.egemaps_features(clips)
+    assert features.shape == (2, 88) and np.isfinite(features).all()
+    assert not np.array_equal(features[0], features[1])
+
+
+# ------------------------------------------------------------------------------------------ tiny end to end
+@pytest.fixture(scope="module")
+def tiny_assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench-robustness")
+    corpus = load_from_disk(str(make_corpus(root / "corpus", per_label=3)))
+    by_speaker = {s: corpus.filter(lambda x, s=s: x == s, input_columns="speaker") for s in ("s1", "s2", "s3", "s4")}
+    splits = DatasetDict({"train": concatenate_datasets([by_speaker["s1"], by_speaker["s2"]]),
+                          "validation": by_speaker["s3"], "test": by_speaker["s4"]})
+    splits.save_to_disk(str(root / "dataset"))
+    return {"whisper": save_tiny_whisper(root / "whisper"), "dataset": root / "dataset",
+            "noise": make_noise_folder(root / "noise")}
+
+
+def tiny_arguments(assets, output_dir, *extra):
+    chosen = ["whisper_last", "wfac", "nser_enc", "nser_encdec", "nser_enc_clean"] + (["egemaps"] if HAS_OPENSMILE else [])
+    return ["--model", str(assets["whisper"]), "--dataset_dir", str(assets["dataset"]), "--noise_dir", str(assets["noise"]),
+            "--output_dir", str(output_dir), "--feature_cache_dir", str(output_dir / "cache"), "--language", "en",
+            "--noise_types", "hum", "white", "--snrs", "10", "0", "--seeds", "0", "1", "--epochs", "2",
+            "--augment_copies", "1", "--padded_max_test_samples", "6", "--decoder_max_train_samples", "8",
+            "--decoder_max_validation_samples", "4", "--decoder_max_test_samples", "4", "--decoder_snrs", "0",
+            "--systems", *chosen, *extra]
+
+
+def summary_rows(markdown):
+    """{system cell: [cells]} of the first summary table (macro-F1)."""
+    section = markdown.split("## Summary")[1].split("UA (%)")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| (")]
+    return {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip("|").split("|")] for line in rows)}
+
+
+def test_every_system_runs_end_to_end_on_a_tiny_whisper_and_reuses_finished_runs(tiny_assets, tmp_path, capsys):
+    payload = robustness.main(tiny_arguments(tiny_assets, tmp_path))
+    markdown = (tmp_path / "robustness.md").read_text()
+    keys = [s["spec"]["key"] for s in payload["systems"]]
+    expected = ["egemaps"] if HAS_OPENSMILE else []
+    expected += ["whisper_last", "wfac", "nser_enc_on_trainall-validationall-test6", "nser_enc", "nser_encdec",
+                 "nser_enc_on_train8-validation4-test4", "nser_enc_clean"]
+    assert keys == expected
+    summary = summary_rows(markdown)
+    assert len(summary) == len(keys)
+    for cells in summary.values():  # test clips, seeds, clean, 10 dB, 0 dB, noisy avg
+        assert cells[1] in ("1", "2")
+        for cell in cells[2:]:
+            assert cell == "–" or re.fullmatch(r"\d+\.\d ± \d+\.\d", cell), cells
+    decoder = next(cells for name, cells in summary.items() if name.startswith("(5)"))
+    assert decoder[0] == "4" and decoder[3] == "–" and decoder[4] != "–"  # test clips; no 10 dB; 0 dB present
+    for system in payload["systems"]:
+        conditions = {row["condition"] for row in system["aggregated"]}
+        snrs = system["spec"]["snrs"]
+        assert conditions == {"clean"} | {f"{n}_{s:g}dB" for n in ("hum", "white") for s in snrs}
+        assert all(math.isfinite(row["macro_f1_mean"]) and math.isfinite(row["ua_mean"]) for row in system["aggregated"])
+        assert len(system["results"]) == (1 if system["spec"]["kind"] == "egemaps" else 2)
+    weights = {s["spec"]["key"]: s["results"][0]["layer_weights"] for s in payload["systems"]}
+    assert len(weights["nser_enc"]["encoder"]) == 3 and set(weights["nser_encdec"]) == {"encoder", "decoder"}
+    assert sum(weights["wfac"]["encoder"]) == pytest.approx(1.0)
+    for name in ("robustness.json", "f1_vs_snr.png", "layer_weights.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert not list(tmp_path.glob("*/seed-*/checkpoint-*"))  # checkpoints removed, results kept
+    out = capsys.readouterr().out
+    assert out.startswith(f"Command: `python -m bench.robustness --model {tiny_assets['whisper']}")
+    assert "Plan (" in out.split("# Noise robustness")[0] and "{'loss'" not in out  # Trainer logs go to stderr
+
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/seed-*/bench_result.json")}
+    again = robustness.main(tiny_arguments(tiny_assets, tmp_path))
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing recomputed
+    assert [s["aggregated"] for s in again["systems"]] == [s["aggregated"] for s in payload["systems"]]
+
+
+def test_missing_corpus_is_reported_with_the_command_that_prepares_it(tmp_path):
+    with pytest.raises(SystemExit, match="python -m dataset_scripts.casia --source_dir"):
+        robustness.main(["--quick", "--dataset_dir", str(tmp_path / "absent"), "--output_dir", str(tmp_path / "out")])
+
+
+# ------------------------------------------------------------------------------------------ the real smoke run
+@pytest.mark.skipif(not WHISPER_BASE.is_dir(), reason=f"real Whisper checkpoint absent: {WHISPER_BASE}")
+@pytest.mark.skipif(not CASIA.is_dir(), reason=f"CASIA audio absent: {CASIA}")
+def test_quick_run_on_whisper_base_and_casia(tmp_path):
+    dataset = ROOT / "data" / "casia"
+    if not (dataset / "dataset_dict.json").is_file():  # prepare it (skip-if-done), as the README's main job does
+        dataset = tmp_path / "casia"
+        prepared = subprocess.run([sys.executable, "-m", "dataset_scripts.casia", "--source_dir", str(CASIA),
+                                   "--output_dir", str(dataset)], cwd=ROOT, env={**os.environ, **OFFLINE},
+                                  capture_output=True, text=True, timeout=QUICK_LIMIT_S)
+        assert prepared.returncode == 0, prepared.stderr[-2000:]
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.robustness", "--quick", "--dataset_dir", str(dataset), "--output_dir",
+         str(tmp_path / "bench"), "--feature_cache_dir", str(tmp_path / "cache")],
+        cwd=ROOT, env={**os.environ, **OFFLINE, "TOKENIZERS_PARALLELISM": "false"}, capture_output=True, text=True,
+        timeout=QUICK_LIMIT_S,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert out.startswith("Command: `python -m bench.robustness --quick --dataset_dir")
+    markdown = (tmp_path / "bench" / "robustness.md").read_text()
+    assert markdown in out
+    summary = summary_rows(markdown)
+    numbers = ["1", "1c", "2", "3", "4*", "4", "5", "6"]
+    assert [name.split(")")[0][1:] for name in summary] == numbers
+    for cells in summary.values():
+        assert all(re.fullmatch(r"\d+\.\d ± \d+\.\d", cell) for cell in cells[2:]), cells
+    payload = json.loads((tmp_path / "bench" / "robustness.json").read_text())
+    for system in payload["systems"]:
+        assert {row["condition"] for row in system["aggregated"]} == {"clean", "babble_0dB", "white_0dB"}
+        assert all(math.isfinite(row[m]) for row in system["aggregated"] for m in ("macro_f1_mean", "ua_mean"))
+    for number in numbers:
+        assert f"### ({number})" in markdown
+    assert "| babble | – |" in markdown and "| white | – |" in markdown
