@@ -1,6 +1,6 @@
 """Epoch time of frozen-backbone training with and without the backbone-state cache (nser.feature_cache).
 
-    python bench/cache_speed.py --num_clips 96 --epochs 2
+    python -m bench.cache_speed --num_clips 96 --epochs 2
 
 Without the cache every epoch runs Whisper on every clip; with it the first pass writes the states once
 and later epochs only read them (memory-mapped Arrow) and train the fusion, embedding and classifier.
@@ -68,7 +68,7 @@ def main(argv=None):
         cached = cache_layer_states(features, model, Path(tmp) / "cache", batch_size=16).with_format("numpy")
         build = time.perf_counter() - start
         later = time_epochs(model, cached, args.epochs, tmp)
-    command = "python bench/cache_speed.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = "python -m bench.cache_speed " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     print(f"`{command}` — {len(clips)} CASIA clips, whisper-base frozen, encoder layer adapter, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}\n")
     print("| training epoch | seconds | speed-up |\n|---|---:|---:|")
