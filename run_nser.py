@@ -17,7 +17,7 @@ from pathlib import Path
 
 import datasets
 import transformers
-from transformers import HfArgumentParser, TrainingArguments, set_seed
+from transformers import AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
 
 from nser.arguments import DataArguments, ModelArguments, NoiseArguments, RunArguments
 from nser.experiment import run_experiment
@@ -55,6 +55,21 @@ def config_summary(model):
     return {key: getattr(config, key) for key in keys}
 
 
+def save_tokenizer(source, model_dir, vocab_size):
+    """The backbone's tokenizer, so the ASR hypothesis (`hypothesis_ids`) can be read from the model folder alone.
+    A folder without tokenizer files loads as an empty tokenizer, so the vocabulary size is checked."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        tokenizer, reason = None, str(error)
+    else:
+        reason = f"{source} has {len(tokenizer)} tokens, the model {vocab_size}"
+    if tokenizer is None or len(tokenizer) < vocab_size:
+        logger.warning("no tokenizer saved with the model (%s): hypotheses will show as token ids", reason)
+        return
+    tokenizer.save_pretrained(model_dir)
+
+
 def save_outputs(result, model_args, data_args, training_args, run_args, command):
     """Report for every run; the model folder (with card and handler) for a single-split run."""
     output_dir = Path(training_args.output_dir)
@@ -67,6 +82,7 @@ def save_outputs(result, model_args, data_args, training_args, run_args, command
         return paths, None
     model_dir = output_dir / "model"
     model.save_pretrained(model_dir)
+    save_tokenizer(model_args.model_name_or_path, model_dir, model.config.backbone_config.vocab_size)
     add_inference_handler(model_dir)
     card = render_model_card(
         result["rows"], model_name=training_args.hub_model_id or model_dir.name, base_model=model_args.model_name_or_path,

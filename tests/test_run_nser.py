@@ -179,3 +179,13 @@ def test_two_cpu_processes_with_accelerate_write_one_set_of_outputs(assets, tmp_
     rows = json.loads((tmp_path / "out" / "report" / "results.json").read_text())["rows"]
     assert [row["num_examples"] for row in rows] == [8, 8]
     assert (tmp_path / "out" / "model" / "model.safetensors").exists()
+
+
+def test_tokenizer_is_saved_only_when_it_covers_the_vocabulary(assets, tmp_path, caplog):
+    run_nser.save_tokenizer(assets["whisper"], tmp_path / "tiny", vocab_size=100)  # no tokenizer files there
+    assert not (tmp_path / "tiny").exists() and "no tokenizer saved" in caplog.text
+    whisper_base = REPO.parent / "shared" / "models" / "whisper-base"
+    if not whisper_base.is_dir():
+        pytest.skip(f"{whisper_base} absent: the real tokenizer cannot be checked")
+    run_nser.save_tokenizer(str(whisper_base), tmp_path / "base", vocab_size=51865)
+    assert (tmp_path / "base" / "tokenizer_config.json").exists()
