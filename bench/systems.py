@@ -60,9 +60,8 @@ from transformers import (
 import nser.experiment
 from nser.arguments import DataArguments, ModelArguments, NoiseArguments, RunArguments
 from nser.audio import SAMPLING_RATE, waveform_from_value
-from nser.augment import CLEAN, NoiseAugmentation, condition_name, make_noisy_testset
 from nser.data import load_corpus, prepare_columns, speaker_independent_splits
-from nser.experiment import load_noise_bank, run_experiment
+from nser.experiment import NoisyViews, load_noise_bank, run_experiment
 from nser.metrics import classification_metrics
 
 logger = logging.getLogger(__name__)
@@ -204,7 +203,8 @@ class ResourceMeter:
 
 # --------------------------------------------------------------------------------------------- shared data
 class CorpusView:
-    """The splits, labels and noise bank of one corpus folder, and the audio variants the systems hear."""
+    """The splits, labels and noise bank of one corpus folder; the audio variants come from
+    `nser.experiment.NoisyViews`, so every system hears exactly what the nser systems hear."""
 
     def __init__(self, setup: Setup, dataset_dir: str):
         corpus = load_corpus(dataset_name=dataset_dir)
@@ -216,40 +216,8 @@ class CorpusView:
     def labels(self, split) -> np.ndarray:
         return np.asarray(list(self.splits[split]["label"]))
 
-    def _augmentation(self, seed_offset):
-        """nser.experiment's training noise: train files, recorded categories + white + pink, 20 % clean."""
-        setup = self.setup
-        return NoiseAugmentation(
-            self.bank.split("train"), setup.train_noise_types, snr_range=(setup.train_snr_low, setup.train_snr_high),
-            clean_probability=setup.clean_probability, seed=setup.noise_seed + seed_offset,
-        )
-
-    def train_variants(self, with_noise):
-        """[(name, dataset, augmentation or None)]: `augment_copies` noisy draws, or the clean set once."""
-        if not with_noise:
-            return [("train clean", self.splits["train"], None)]
-        variants = []
-        for copy_index in range(self.setup.augment_copies):
-            augmentation = self._augmentation(seed_offset=0)
-            augmentation.set_epoch(copy_index)
-            variants.append((f"train noisy copy {copy_index}", self.splits["train"], augmentation))
-        return variants
-
-    def validation_variant(self, with_noise):
-        """Validation speaker with one fixed draw of training-type noise (clean for the clean-trained systems)."""
-        if not with_noise:
-            return "validation clean", self.splits["validation"], None
-        return "validation noisy", self.splits["validation"], self._augmentation(seed_offset=1)
-
-    def test_conditions(self, snrs):
-        """[(name, noise_type, snr_db or None, dataset)]: clean first, then every noise type x SNR."""
-        test = self.splits["test"]
-        conditions = [(CLEAN, CLEAN, None, test)]
-        for noise_type in self.setup.noise_types:
-            for snr_db in snrs:
-                noisy = make_noisy_testset(test, self.bank, [snr_db], [noise_type], seed=self.setup.noise_seed)
-                conditions.append((condition_name(noise_type, snr_db), noise_type, float(snr_db), noisy))
-        return conditions
+    def views(self, snrs, with_noise):
+        return NoisyViews(self.splits, self.bank, self.setup.noise_arguments(snrs, train_with_noise=with_noise))
 
 
 def waveforms(ds, augmentation=None, batch_size=16):
@@ -324,12 +292,13 @@ def run_egemaps(setup: Setup, spec: SystemSpec, seeds):
             def features(variant, ds, augmentation):
                 return memoised_features(setup, "egemaps", view, variant, ds, augmentation, egemaps_features, record)
 
-            train = [(features(name, ds, aug), view.labels("train")) for name, ds, aug in view.train_variants(spec.train_with_noise)]
+            views = view.views(spec.snrs, spec.train_with_noise)
+            train = [(features(name, ds, aug), view.labels("train")) for name, ds, aug in views.train()]
             train_x, train_y = np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train])
-            val_name, val_ds, val_aug = view.validation_variant(spec.train_with_noise)
+            val_name, val_ds, val_aug = views.validation()
             val_x, val_y = features(val_name, val_ds, val_aug), view.labels("validation")
             conditions = [(name, noise_type, snr, features(f"test {name}", ds, None), np.asarray(list(ds["label"])))
-                          for name, noise_type, snr, ds in view.test_conditions(spec.snrs)]
+                          for name, noise_type, snr, ds in views.test()]
         with meter.stage("training") as record:
             pipeline, best_c, val_f1 = fit_logistic_regression(train_x, train_y, val_x, val_y, setup.egemaps_c_grid)
             record["clips"] = len(train_y)
@@ -442,13 +411,14 @@ def run_wfac(setup: Setup, spec: SystemSpec, seeds):
                 return memoised_features(setup, "wfac", view, variant, ds, augmentation,
                                          lambda clips: pooled_layer_means(model, feature_extractor, clips), record)
 
-            train = [features(name, ds, aug) for name, ds, aug in view.train_variants(spec.train_with_noise)]
+            views = view.views(spec.snrs, spec.train_with_noise)
+            train = [features(name, ds, aug) for name, ds, aug in views.train()]
             train_x = np.concatenate(train)
             train_y = np.concatenate([view.labels("train")] * len(train))
-            val_name, val_ds, val_aug = view.validation_variant(spec.train_with_noise)
+            val_name, val_ds, val_aug = views.validation()
             validation = (features(val_name, val_ds, val_aug), view.labels("validation"))
             conditions = [(name, noise_type, snr, features(f"test {name}", ds, None), np.asarray(list(ds["label"])))
-                          for name, noise_type, snr, ds in view.test_conditions(spec.snrs)]
+                          for name, noise_type, snr, ds in views.test()]
         config = model.config
         del model
         gc.collect()

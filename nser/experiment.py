@@ -75,14 +75,54 @@ class _NoisyFeatures:
         return self.featurize(self.augmentation(batch, indices) if self.augmentation else batch)
 
 
-def _augmentation(bank, noise_args, data_args, seed_offset=0):
-    if not noise_args.train_with_noise:
-        return None
-    return NoiseAugmentation(
-        bank.split("train"), _noise_types(noise_args.train_noise_types, bank, ("white", "pink")),
-        snr_range=(noise_args.train_snr_low, noise_args.train_snr_high), clean_probability=noise_args.clean_probability,
-        seed=noise_args.noise_seed + seed_offset, audio_column=data_args.audio_column_name,
-    )
+class NoisyViews:
+    """How each split is heard, for every system of an experiment (nser's trainer and the benchmark's
+    baselines alike): training and validation noise from the bank's train files, test noise from its test files.
+
+    `train()`: [(name, dataset, augmentation or None)], one fixed draw per `augment_copies` (clean once when
+    training without noise). `validation()`: one fixed draw of training-type noise (seed + 1), so model selection
+    never hears a test noise file. `test()`: [(condition, noise_type, snr_db or None, dataset)], clean first,
+    then every noise type x SNR, the same bytes on every run."""
+
+    def __init__(self, splits, bank, noise_args, audio_column="audio", num_proc=None):
+        self.splits, self.bank, self.noise_args = splits, bank, noise_args
+        self.audio_column, self.num_proc = audio_column, num_proc
+
+    def augmentation(self, seed_offset=0):
+        """The training noise (None when training on clean speech)."""
+        args = self.noise_args
+        if not args.train_with_noise:
+            return None
+        return NoiseAugmentation(
+            self.bank.split("train"), _noise_types(args.train_noise_types, self.bank, ("white", "pink")),
+            snr_range=(args.train_snr_low, args.train_snr_high), clean_probability=args.clean_probability,
+            seed=args.noise_seed + seed_offset, audio_column=self.audio_column,
+        )
+
+    def train(self):
+        views = []
+        for copy_index in range(self.noise_args.augment_copies if self.noise_args.train_with_noise else 1):
+            augmentation = self.augmentation()
+            if augmentation:
+                augmentation.set_epoch(copy_index)
+            name = f"train noisy copy {copy_index}" if augmentation else "train clean"
+            views.append((name, self.splits["train"], augmentation))
+        return views
+
+    def validation(self):
+        augmentation = self.augmentation(seed_offset=1)
+        return f"validation {'noisy' if augmentation else 'clean'}", self.splits["validation"], augmentation
+
+    def test(self):
+        conditions = [(CLEAN, CLEAN, None, self.splits["test"])]
+        for noise_type in _noise_types(self.noise_args.test_noise_types, self.bank, ("white",)):
+            for snr_db in self.noise_args.test_snrs:  # one condition at a time: a whole noisy corpus would not fit
+                noisy = make_noisy_testset(
+                    self.splits["test"], self.bank, [snr_db], [noise_type], seed=self.noise_args.noise_seed,
+                    audio_column=self.audio_column, num_proc=self.num_proc,
+                )
+                conditions.append((condition_name(noise_type, snr_db), noise_type, float(snr_db), noisy))
+        return conditions
 
 
 class Fold:
@@ -90,12 +130,15 @@ class Fold:
 
     def __init__(self, splits, model, feature_extractor, bank, data_args, noise_args, training_args, cache):
         self.data_args, self.noise_args, self.training_args = data_args, noise_args, training_args
-        self.model, self.bank, self.cache = model, bank, cache
+        self.model, self.cache = model, cache
         self.featurize = make_feature_function(feature_extractor, data_args.audio_column_name, data_args.label_column_name)
         seed = training_args.seed
-        self.train = limit(splits["train"], data_args.max_train_samples, seed)
-        self.validation = limit(splits["validation"], data_args.max_eval_samples, seed)
-        self.test = limit(splits["test"], data_args.max_test_samples, seed)
+        limited = {
+            "train": limit(splits["train"], data_args.max_train_samples, seed),
+            "validation": limit(splits["validation"], data_args.max_eval_samples, seed),
+            "test": limit(splits["test"], data_args.max_test_samples, seed),
+        }
+        self.views = NoisyViews(limited, bank, noise_args, data_args.audio_column_name, data_args.preprocessing_num_workers)
 
     def _map(self, ds, augmentation, desc):
         with self.training_args.main_process_first(desc=desc):
@@ -114,39 +157,19 @@ class Fold:
     def train_dataset(self):
         """Cached: `augment_copies` fixed noisy draws per example. Otherwise a new draw every epoch."""
         if self.cache or not self.noise_args.train_with_noise:
-            copies = self.noise_args.augment_copies if self.noise_args.train_with_noise else 1
-            parts = []
-            for copy_index in range(copies):
-                augmentation = _augmentation(self.bank, self.noise_args, self.data_args)
-                if augmentation:
-                    augmentation.set_epoch(copy_index)
-                parts.append(self._map(self.train, augmentation, f"train copy {copy_index}"))
-            return concatenate_datasets(parts), None
-        augmentation = _augmentation(self.bank, self.noise_args, self.data_args)
-        ids = self.train.add_column("id", [str(i) for i in range(len(self.train))])
+            return concatenate_datasets([self._map(ds, augmentation, name) for name, ds, augmentation in self.views.train()]), None
+        augmentation = self.views.augmentation()
+        train = self.views.splits["train"]
+        ids = train.add_column("id", [str(i) for i in range(len(train))])
         return ids.with_transform(lambda batch: self.featurize(augmentation(batch))), augmentation
 
     def validation_dataset(self):
-        """Validation speakers with training-type noise (train noise files, one fixed draw): model selection
-        never sees a test noise file or a test speaker."""
-        return self._map(self.validation, _augmentation(self.bank, self.noise_args, self.data_args, seed_offset=1), "validation")
+        name, ds, augmentation = self.views.validation()
+        return self._map(ds, augmentation, name)
 
     def test_conditions(self):
-        """[(name, noise_type, snr_db, dataset)]: clean first, then every noise type x SNR."""
-        conditions = [(CLEAN, CLEAN, None, self._map(self.test, None, "test clean"))]
-        noise_types = _noise_types(self.noise_args.test_noise_types, self.bank, ("white",))
-        if not noise_types or not self.noise_args.test_snrs:
-            return conditions
-        for noise_type in noise_types:
-            for snr_db in self.noise_args.test_snrs:  # one condition at a time: a whole noisy corpus would not fit
-                noisy = make_noisy_testset(
-                    self.test, self.bank, [snr_db], [noise_type], seed=self.noise_args.noise_seed,
-                    audio_column=self.data_args.audio_column_name, num_proc=self.data_args.preprocessing_num_workers,
-                )
-                name = condition_name(noise_type, snr_db)
-                noisy = noisy.remove_columns(["noise_type", "snr_db", "noise_file", "condition"])
-                conditions.append((name, noise_type, float(snr_db), self._map(noisy, None, f"test {name}")))
-        return conditions
+        """[(name, noise_type, snr_db, featurised dataset)] for `evaluate_conditions`."""
+        return [(name, noise_type, snr_db, self._map(ds, None, f"test {name}")) for name, noise_type, snr_db, ds in self.views.test()]
 
 
 def train_fold(splits, label_names, bank, model_args, data_args, noise_args, training_args, resume=True):
@@ -168,7 +191,7 @@ def train_fold(splits, label_names, bank, model_args, data_args, noise_args, tra
         callbacks.append(EarlyStoppingCallback(model_args.early_stopping_patience))
     class_weights = None
     if model_args.class_weighted_loss:
-        class_weights = inverse_frequency_weights(fold.train[data_args.label_column_name], len(label_names))
+        class_weights = inverse_frequency_weights(fold.views.splits["train"][data_args.label_column_name], len(label_names))
     trainer = NserTrainer(
         model=model, args=args, train_dataset=train_dataset, eval_dataset=fold.validation_dataset(),
         data_collator=PaddingCollator(), compute_metrics=make_compute_metrics(label_names),
