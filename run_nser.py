@@ -70,6 +70,15 @@ def save_tokenizer(source, model_dir, vocab_size):
     tokenizer.save_pretrained(model_dir)
 
 
+def base_model_id(model_args, run_args):
+    """The Hub needs an id for `base_model`: a local folder is not one (say which checkpoint it holds with --base_model_id)."""
+    if run_args.base_model_id:
+        return run_args.base_model_id
+    if Path(model_args.model_name_or_path).exists():
+        logger.warning("model card: base_model is the local folder %s; pass --base_model_id", model_args.model_name_or_path)
+    return model_args.model_name_or_path
+
+
 def save_outputs(result, model_args, data_args, training_args, run_args, command):
     """Report for every run; the model folder (with card and handler) for a single-split run."""
     output_dir = Path(training_args.output_dir)
@@ -85,7 +94,7 @@ def save_outputs(result, model_args, data_args, training_args, run_args, command
     save_tokenizer(model_args.model_name_or_path, model_dir, model.config.backbone_config.vocab_size)
     add_inference_handler(model_dir)
     card = render_model_card(
-        result["rows"], model_name=training_args.hub_model_id or model_dir.name, base_model=model_args.model_name_or_path,
+        result["rows"], model_name=training_args.hub_model_id or model_dir.name, base_model=base_model_id(model_args, run_args),
         dataset_name=data_args.dataset_name or data_args.audio_folder or data_args.manifest_csv,
         dataset_id=run_args.dataset_hub_id, label_names=result["label_names"], command=command,
         config_summary=config_summary(model), layer_weights=weights, license=run_args.model_card_license,

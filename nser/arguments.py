@@ -105,4 +105,8 @@ class RunArguments:
         default=False, metadata={"help": "Allow writing into a non-empty output folder that holds no checkpoint to resume."}
     )
     dataset_hub_id: str | None = field(default=None, metadata={"help": "Hub id of the corpus, for the model card."})
+    base_model_id: str | None = field(
+        default=None,
+        metadata={"help": "Hub id of the backbone for the model card (default: --model_name_or_path unless a local folder)."},
+    )
     model_card_license: str | None = field(default=None, metadata={"help": "License for the model card metadata."})
