@@ -189,3 +189,11 @@ def test_tokenizer_is_saved_only_when_it_covers_the_vocabulary(assets, tmp_path,
         pytest.skip(f"{whisper_base} absent: the real tokenizer cannot be checked")
     run_nser.save_tokenizer(str(whisper_base), tmp_path / "base", vocab_size=51865)
     assert (tmp_path / "base" / "tokenizer_config.json").exists()
+
+
+def test_early_stopping_ends_training_when_validation_stops_improving(assets, tmp_path):
+    result = run_nser.main(arguments(
+        assets, tmp_path / "out", "--num_train_epochs", "6", "--learning_rate", "0", "--early_stopping_patience", "1",
+        "--test_snrs", "0", "--test_noise_types", "white",
+    ))
+    assert result["trainer"].state.epoch == 2  # epoch 1 sets the best; epoch 2 does not improve on it with lr 0
