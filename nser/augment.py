@@ -24,6 +24,7 @@ from transformers import TrainerCallback
 from .audio import SAMPLING_RATE, waveform_from_value
 from .noise import SilentSpeechError, mix_at_snr, validate_snrs
 from .noise_bank import NoiseBank, NoiseEntry
+from .workers import single_thread_if_forked
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ class NoiseAugmentation:
         self.epoch = int(epoch)
 
     def __call__(self, batch: dict, indices=None) -> dict:
+        single_thread_if_forked()
         keys = _example_keys(batch, indices, self.id_column)
         draws = [self._augment(value, key) for value, key in zip(batch[self.audio_column], keys)]
         audio, noise_type, snr_db, noise_file = map(list, zip(*draws)) if draws else ([], [], [], [])
@@ -184,6 +186,7 @@ class _TestConditions:
         self.audio_column, self.id_column = audio_column, id_column
 
     def __call__(self, batch: dict, indices) -> dict:
+        single_thread_if_forked()
         keys = _example_keys(batch, indices, self.id_column)
         rows = collections.defaultdict(list)
         for position, key in enumerate(keys):

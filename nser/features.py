@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from nser.audio import decode_audio, prepare_waveform
+from nser.workers import single_thread_if_forked
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ def make_feature_function(feature_extractor, audio_column="audio", label_column=
     """A `datasets.map(batched=True)` function: decode, check (mono, 16 kHz, finite, <= 30 s) and featurise."""
 
     def featurize(batch):
+        single_thread_if_forked()
         features = []
         for value in batch[audio_column]:
             name = _describe(value, audio_column)
