@@ -43,9 +43,7 @@ def prepare(
 
 
 def main(argv=None):
-    parser = corpus.argument_parser(__doc__)
-    parser.add_argument("--test_speakers", nargs="+", help="default: the first speaker in sorted order")
-    parser.add_argument("--validation_speakers", nargs="*", help="default: the speaker after the test speaker")
+    parser = corpus.speaker_argument_parser(__doc__, "the first speaker in sorted order", "the speaker after the test speaker")
     corpus.run(prepare, parser, argv)
 
 

@@ -46,9 +46,7 @@ def prepare(
 
 
 def main(argv=None):
-    parser = corpus.argument_parser(__doc__)
-    parser.add_argument("--test_speakers", nargs="+", help="default: the first 20%% of actors in sorted order")
-    parser.add_argument("--validation_speakers", nargs="*", help="default: the next 10%% of actors")
+    parser = corpus.speaker_argument_parser(__doc__, "the first 20%% of actors in sorted order", "the next 10%% of actors")
     corpus.run(prepare, parser, argv)
 
 

@@ -44,9 +44,7 @@ def prepare(
 
 
 def main(argv=None):
-    parser = corpus.argument_parser(__doc__)
-    parser.add_argument("--test_speakers", nargs="+", help="default: 03 08")
-    parser.add_argument("--validation_speakers", nargs="*", help="default: the 2 speakers after the test ones")
+    parser = corpus.speaker_argument_parser(__doc__, "03 08", "the 2 speakers after the test ones")
     corpus.run(prepare, parser, argv)
 
 

@@ -73,9 +73,7 @@ def prepare(
 
 
 def main(argv=None):
-    parser = corpus.argument_parser(__doc__)
-    parser.add_argument("--test_speakers", nargs="+", help="e.g. Actor_01 Actor_02 (the default)")
-    parser.add_argument("--validation_speakers", nargs="*", help="default: the 2 actors after the test actors")
+    parser = corpus.speaker_argument_parser(__doc__, "Actor_01 Actor_02", "the 2 actors after the test actors")
     corpus.run(prepare, parser, argv)
 
 

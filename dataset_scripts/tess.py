@@ -53,9 +53,7 @@ def prepare(
 
 
 def main(argv=None):
-    parser = corpus.argument_parser(__doc__)
-    parser.add_argument("--test_speakers", nargs="+", help="default: OAF")
-    parser.add_argument("--validation_speakers", nargs="*", default=(), help="default: none (2 speakers only)")
+    parser = corpus.speaker_argument_parser(__doc__, "OAF", "none (2 speakers only)", default=())
     corpus.run(prepare, parser, argv)
 
 

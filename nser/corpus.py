@@ -256,6 +256,17 @@ def argument_parser(doc: str) -> argparse.ArgumentParser:
     return parser
 
 
+def speaker_argument_parser(doc: str, test_default: str, validation_default: str, **validation_options):
+    """`argument_parser` plus the speaker-independent split choice of the emotion corpora."""
+    parser = argument_parser(doc)
+    parser.add_argument("--test_speakers", nargs="+", help=f"default: {test_default}")
+    parser.add_argument(
+        "--validation_speakers", nargs="*", help=f"default: {validation_default}; give none for no validation split",
+        **validation_options,
+    )
+    return parser
+
+
 def run(prepare, parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> DatasetDict:
     """Parse the command line and call the script's `prepare` with it."""
     args = parser.parse_args(argv)
