@@ -57,10 +57,13 @@ def main(argv=None):
     parser.add_argument("--model", default=str(SHARED / "models" / "whisper-base"))
     parser.add_argument("--num_clips", type=int, default=96)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--fusion", default="layer_adapter", help="encoder_fusion of the trained head")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     clips, labels = casia_clips(args.num_clips)
-    model = WhisperForNoisyEmotionClassification.from_whisper(args.model, labels, use_decoder=False)
+    model = WhisperForNoisyEmotionClassification.from_whisper(
+        args.model, labels, use_decoder=False, encoder_fusion=args.fusion
+    )
     features = clips.map(make_feature_function(model.build_feature_extractor()), batched=True, remove_columns=["audio", "label"])
     with tempfile.TemporaryDirectory() as tmp:
         uncached = time_epochs(model, features, args.epochs, tmp)
@@ -69,7 +72,7 @@ def main(argv=None):
         build = time.perf_counter() - start
         later = time_epochs(model, cached, args.epochs, tmp)
     command = "python -m bench.cache_speed " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    print(f"`{command}` — {len(clips)} CASIA clips, whisper-base frozen, encoder layer adapter, "
+    print(f"`{command}` — {len(clips)} CASIA clips, whisper-base frozen, encoder_fusion={args.fusion}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}\n")
     print("| training epoch | seconds | speed-up |\n|---|---:|---:|")
     print(f"| without cache (Whisper runs every epoch) | {uncached:.1f} | 1.0x |")
