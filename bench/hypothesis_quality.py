@@ -22,7 +22,7 @@ from transformers import WhisperTokenizer
 
 from modeling_nser import WhisperForNoisyEmotionClassification
 from nser.augment import make_noisy_testset, split_by_condition
-from nser.features import PaddingCollator, log_mel, make_feature_function
+from nser.features import PaddingCollator, make_feature_function
 from nser.noise_bank import NoiseBank
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -368,7 +368,7 @@ def _cell(value):
 def summary_table(systems, metric, noise_types, snrs):
     """One row per system: clean, each SNR averaged over the noise types, and the average over all noisy conditions."""
     title = {"macro_f1": "Macro-F1", "ua": "UA"}[metric]
-    lines = [f"| system | test clips | seeds | clean | " + " | ".join(f"{s:g} dB" for s in snrs) + " | noisy avg |",
+    lines = ["| system | test clips | seeds | clean | " + " | ".join(f"{s:g} dB" for s in snrs) + " | noisy avg |",
              "|---|---:|---:|" + "---:|" * (len(snrs) + 2)]
     for spec, results, sizes in systems:
         summary = snr_summary([r["rows"] for r in results], metric, noise_types, snrs)

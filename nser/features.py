@@ -19,8 +19,8 @@ MAX_SECONDS = 30.0  # Whisper's encoder window; longer clips are truncated (logg
 
 def log_mel(waveform, feature_extractor, name="audio"):
     """(num_mel_bins, frames) float32 log-mel of one 16 kHz mono clip: the frames the pipeline's 30 s padded
-    features have for this clip (ceil(samples / hop), equal within 1e-6), computed ~50x faster. Appending n_fft zeros gives every
-    kept frame's window exactly the samples it sees inside the zero-padded 30 s input."""
+    features have for this clip (ceil(samples / hop), equal within 1e-6), computed ~50x faster. Appending
+    n_fft zeros gives every kept frame's window exactly the samples it sees inside the zero-padded 30 s input."""
     if waveform.numel() == 0:
         raise ValueError(f"{name}: empty audio")
     padded = torch.nn.functional.pad(waveform, (0, feature_extractor.n_fft))
