@@ -22,7 +22,7 @@ from transformers import AutoTokenizer, HfArgumentParser, TrainingArguments, set
 from nser.arguments import DataArguments, ModelArguments, NoiseArguments, RunArguments
 from nser.experiment import run_experiment
 from nser.hub import add_inference_handler, check_push_possible, push_model_folder
-from nser.model_card import render_model_card
+from nser.model_card import benchmark_markdown, render_model_card
 from nser.report import write_report
 
 logger = logging.getLogger("run_nser")
@@ -98,6 +98,7 @@ def save_outputs(result, model_args, data_args, training_args, run_args, command
         dataset_name=data_args.dataset_name or data_args.audio_folder or data_args.manifest_csv,
         dataset_id=run_args.dataset_hub_id, label_names=result["label_names"], command=command,
         config_summary=config_summary(model), layer_weights=weights, license=run_args.model_card_license,
+        benchmark_reports=run_args.benchmark_reports,
     )
     card.save(model_dir / "README.md")
     for path in paths.values():
@@ -115,6 +116,8 @@ def main(argv=None):
         if data_args.cv_column:
             raise ValueError("--push_to_hub needs a single model: drop --cv_column (fold models stay in their folders)")
         token = check_push_possible(training_args.hub_model_id, training_args.hub_token)
+    for report in run_args.benchmark_reports:  # checked now: the card is rendered only after training
+        benchmark_markdown(report)
     push, training_args.push_to_hub = training_args.push_to_hub, False  # we push model, card and report ourselves
     set_training_defaults(training_args)
     set_seed(training_args.seed)

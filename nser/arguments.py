@@ -110,3 +110,7 @@ class RunArguments:
         metadata={"help": "Hub id of the backbone for the model card (default: --model_name_or_path unless a local folder)."},
     )
     model_card_license: str | None = field(default=None, metadata={"help": "License for the model card metadata."})
+    benchmark_reports: list[str] = field(
+        default_factory=list,
+        metadata={"help": "bench.robustness reports (robustness.md) whose summary tables the model card shows."},
+    )

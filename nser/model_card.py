@@ -75,6 +75,27 @@ def _layer_weights_markdown(layer_weights: Mapping[str, Sequence[float]]) -> str
     )
 
 
+def benchmark_markdown(report_path: str | Path) -> str:
+    """The summary of a `bench.robustness` report (robustness.md) for the card: corpus, the command that
+    produced it, when and where it ran, and its macro-F1 and UA tables (figures and per-run details stay in
+    the report, which is not uploaded)."""
+    path = Path(report_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"benchmark report {path} not found (bench.robustness writes <output_dir>/robustness.md)")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines or not lines[0].startswith("# ") or "## Summary" not in lines:
+        raise ValueError(f"{path} is not a bench.robustness report (no title or no '## Summary' section)")
+    corpus = lines[0].rsplit(":", 1)[-1].strip()
+    header = [line for line in lines[1 : lines.index("## Summary")] if line.startswith(("Command:", "- ", "Subsets are"))]
+    summary = []
+    for line in lines[lines.index("## Summary") + 1 :]:
+        if line.startswith("## "):
+            break
+        if not line.startswith("!["):
+            summary.append(line)
+    return "\n".join([f"### {corpus}", "", *header, "", *summary]).strip() + "\n"
+
+
 def render_model_card(
     rows: Sequence[Mapping],
     *,
@@ -87,13 +108,15 @@ def render_model_card(
     config_summary: Mapping,
     layer_weights: Mapping[str, Sequence[float]] | None = None,
     license: str | None = None,
+    benchmark_reports: Sequence[str | Path] = (),
     template_path: str | Path = TEMPLATE_PATH,
 ) -> ModelCard:
     """Render the model card for result rows (or rows from `nser.report.aggregate`).
 
     `model_name` is the Hub repo id used in the usage snippet and the model-index; `command` is the
     exact command line that produced `rows`; `config_summary` holds the architectural settings shown
-    on the card. Save the result with `card.save(path)` or push it with `card.push_to_hub(repo_id)`.
+    on the card; `benchmark_reports` are `bench.robustness` reports whose summaries the card shows next to
+    the model's own results. Save the result with `card.save(path)` or push it with `card.push_to_hub(repo_id)`.
     """
     if not rows:
         raise ValueError("no result rows for the model card")
@@ -128,6 +151,7 @@ def render_model_card(
         results_macro_f1=markdown_table(rows, "macro_f1"),
         results_ua=markdown_table(rows, "ua"),
         command=command,
+        benchmark_markdown="\n".join(benchmark_markdown(report) for report in benchmark_reports),
     )
     logger.info("rendered model card for %s with %d conditions", model_name, len(rows))
     return card

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 from huggingface_hub import ModelCard
 
@@ -119,3 +121,63 @@ def test_label_mismatch_is_rejected():
     expected = r"condition 'clean' has labels \['angry', 'happy', 'neutral'\], expected \['a', 'b', 'c'\]"
     with pytest.raises(ValueError, match=expected):
         render(label_names=["a", "b", "c"])
+
+
+BENCH_REPORT = """# Noise robustness of speech emotion recognition: ravdess
+
+Command: `python -m bench.robustness --corpus ravdess`
+
+- 2026-11-25 18:31 UTC; AMD EPYC, 2 CPUs
+- model `whisper-base`; corpus `data/ravdess`
+
+## Data each system used
+
+| system | train clips |
+|---|---:|
+| (4) nser_enc | 480 |
+
+Subsets are fixed, class-stratified draws.
+
+## Summary
+
+Macro-F1 (%), mean ± std over seeds.
+
+| system | clean | 0 dB |
+|---|---:|---:|
+| (4) nser encoder layer adapter | 57.1 ± 1.5 | 53.6 ± 0.5 |
+
+![macro-F1 vs SNR](f1_vs_snr.png)
+
+## Cost
+
+| system | wall s |
+|---|---:|
+| (4) nser_enc | 422 |
+"""
+
+
+def test_benchmark_summaries_are_shown_with_their_command(tmp_path):
+    report = tmp_path / "robustness.md"
+    report.write_text(BENCH_REPORT)
+    card = saved_and_reloaded(render(benchmark_reports=[report]), tmp_path)
+    section = card.text.split("## How the method compares")[1].split("## Limitations")[0]
+    assert "### ravdess" in section and "Command: `python -m bench.robustness --corpus ravdess`" in section
+    assert "| (4) nser encoder layer adapter | 57.1 ± 1.5 | 53.6 ± 0.5 |" in section
+    assert "Subsets are fixed" in section and "2026-11-25 18:31 UTC" in section
+    assert "f1_vs_snr.png" not in section and "wall s" not in section and "train clips" not in section
+    assert "## How the method compares" not in render().text  # no reports, no section
+
+
+@pytest.mark.parametrize("report", sorted(Path(__file__).resolve().parents[1].glob("bench/results/*/robustness.md")))
+def test_committed_benchmark_reports_render(report, tmp_path):
+    card = saved_and_reloaded(render(benchmark_reports=[report]), tmp_path)
+    assert f"### {report.parent.name.split('-')[0]}" in card.text and "| (4) nser encoder layer adapter |" in card.text
+
+
+def test_a_file_that_is_not_a_benchmark_report_is_rejected(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.md"):
+        render(benchmark_reports=[tmp_path / "missing.md"])
+    other = tmp_path / "notes.md"
+    other.write_text("# Notes\n\nnothing here\n")
+    with pytest.raises(ValueError, match="not a bench.robustness report"):
+        render(benchmark_reports=[other])

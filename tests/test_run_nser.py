@@ -42,7 +42,8 @@ def arguments(assets, output_dir, *extra):
 
 
 def test_trains_evaluates_every_condition_and_writes_model_report_and_card(assets, tmp_path):
-    result = run_nser.main(arguments(assets, tmp_path / "out"))
+    bench_report = REPO / "bench" / "results" / "casia-budget" / "robustness.md"
+    result = run_nser.main(arguments(assets, tmp_path / "out", "--benchmark_reports", str(bench_report)))
     conditions = [row["condition"] for row in result["rows"]]
     assert conditions == ["clean", "hiss_10dB", "hiss_0dB", "hum_10dB", "hum_0dB", "white_10dB", "white_0dB"]
     assert all(row["num_examples"] == 8 and row["labels"] == LABELS for row in result["rows"])  # speaker s4 x 4 x 2
@@ -54,6 +55,7 @@ def test_trains_evaluates_every_condition_and_writes_model_report_and_card(asset
     card = ModelCard.load(model_dir / "README.md")
     assert card.data.pipeline_tag == "audio-classification"
     assert len(card.data.eval_results) == 3 * len(conditions)  # macro-F1, UA, WA per condition
+    assert "## How the method compares" in card.text and "python -m bench.robustness --budget" in card.text
     assert (model_dir / "handler.py").exists() and (model_dir / "results.json").exists()
     loaded = AutoModelForAudioClassification.from_pretrained(model_dir, trust_remote_code=True)
     assert [loaded.config.id2label[i] for i in range(4)] == LABELS
@@ -138,6 +140,7 @@ def test_lora_trains_on_the_fly_noise_and_saves_a_plain_model(assets, tmp_path):
         (["--config_overrides", "colour=red"], ValueError, "config_overrides"),
         (["--test_snrs", "loud"], SystemExit, None),
         (["--push_to_hub", "true"], ValueError, "hub_model_id"),
+        (["--benchmark_reports", "no/such/robustness.md"], FileNotFoundError, "no/such/robustness.md"),
         (["--push_to_hub", "true", "--hub_model_id", "me/nser"], ValueError, "HF_HUB_OFFLINE"),
     ],
 )
