@@ -57,7 +57,6 @@ from transformers import (
     set_seed,
 )
 
-import nser.experiment
 from nser.arguments import DataArguments, ModelArguments, NoiseArguments, RunArguments
 from nser.audio import SAMPLING_RATE, waveform_from_value
 from nser.data import load_corpus, prepare_columns, speaker_independent_splits
@@ -453,45 +452,20 @@ def _per_seed(records, num_seeds):
 
 
 # --------------------------------------------------------------------------------------------- (2), (4), (5), (6) nser
-@contextlib.contextmanager
-def _instrumented(meter: ResourceMeter, cache_dir):
-    """Time nser.experiment's stages without changing them: wraps the names it calls (the library has no
-    stage hooks). Backbone states computed vs read from the feature cache are counted by new cache files."""
-    cache_layer_states = nser.experiment.cache_layer_states
-    evaluate_conditions = nser.experiment.evaluate_conditions
-    trainer_class = nser.experiment.NserTrainer
+def _stage_hook(meter: ResourceMeter, cache_dir):
+    """nser.experiment's `stage` hook, backed by the meter. Extraction counts as computed when it wrote a new
+    feature-cache file, as reused otherwise (the nser systems always cache)."""
     cache_dir = Path(cache_dir).expanduser()
 
-    def timed_cache(ds, *args, **kwargs):
+    @contextlib.contextmanager
+    def stage(name, clips):
         before = set(cache_dir.glob("layer-states-*.arrow"))
-        with meter.stage("extraction") as record:
-            out = cache_layer_states(ds, *args, **kwargs)
-        computed = bool(set(cache_dir.glob("layer-states-*.arrow")) - before)
-        record["clips" if computed else "reused_clips"] += len(ds)
-        return out
+        with meter.stage(name) as record:
+            yield
+        computed = name != "extraction" or bool(set(cache_dir.glob("layer-states-*.arrow")) - before)
+        record["clips" if computed else "reused_clips"] += clips
 
-    def timed_evaluate(trainer, conditions, label_names):
-        with meter.stage("inference") as record:
-            rows = evaluate_conditions(trainer, conditions, label_names)
-        record["clips"] += sum(row["num_examples"] for row in rows)
-        return rows
-
-    class TimedTrainer(trainer_class):
-        def train(self, *args, **kwargs):
-            with meter.stage("training") as record:
-                output = super().train(*args, **kwargs)
-            record["clips"] += len(self.train_dataset)
-            return output
-
-    patches = {"cache_layer_states": timed_cache, "evaluate_conditions": timed_evaluate, "NserTrainer": TimedTrainer}
-    originals = {name: getattr(nser.experiment, name) for name in patches}
-    try:
-        for name, value in patches.items():
-            setattr(nser.experiment, name, value)
-        yield
-    finally:
-        for name, value in originals.items():
-            setattr(nser.experiment, name, value)
+    return stage
 
 
 def run_nser(setup: Setup, spec: SystemSpec, seeds):
@@ -506,9 +480,11 @@ def run_nser(setup: Setup, spec: SystemSpec, seeds):
         training_args = setup.training_arguments(run_dir, seed)
         set_seed(seed)
         start = time.perf_counter()
-        with ResourceMeter() as meter, _instrumented(meter, setup.feature_cache_dir):
-            with meter.stage("total"):
-                result = run_experiment(model_args, data_args, noise_args, training_args, RunArguments(overwrite_output_dir=True))
+        with ResourceMeter() as meter, meter.stage("total"):
+            result = run_experiment(
+                model_args, data_args, noise_args, training_args, RunArguments(overwrite_output_dir=True),
+                stage=_stage_hook(meter, setup.feature_cache_dir),
+            )
         trainer = result["trainer"]
         weights = {group: w.tolist() for group, w in trainer.model.layer_weights().items()}
         results[seed] = {

@@ -3,6 +3,7 @@
 `run_nser.py` is a command line over `run_experiment`; `bench/` calls it with other arguments.
 """
 
+import contextlib
 import copy
 import json
 import logging
@@ -128,9 +129,9 @@ class NoisyViews:
 class Fold:
     """The datasets of one train/validation/test split, featurised (and cached) for one model."""
 
-    def __init__(self, splits, model, feature_extractor, bank, data_args, noise_args, training_args, cache):
+    def __init__(self, splits, model, feature_extractor, bank, data_args, noise_args, training_args, cache, stage=None):
         self.data_args, self.noise_args, self.training_args = data_args, noise_args, training_args
-        self.model, self.cache = model, cache
+        self.model, self.cache, self.stage = model, cache, stage or untimed
         self.featurize = make_feature_function(feature_extractor, data_args.audio_column_name, data_args.label_column_name)
         seed = training_args.seed
         limited = {
@@ -148,11 +149,13 @@ class Fold:
             )
             if not self.cache:
                 return features
-            return cache_layer_states(
-                features, self.model, os.path.expanduser(self.data_args.feature_cache_dir),
-                batch_size=self.training_args.per_device_eval_batch_size, dtype=self.data_args.feature_cache_dtype,
-                desc=f"{desc}: backbone states",
-            ).with_format("numpy")
+            with self.stage("extraction", len(features)):
+                states = cache_layer_states(
+                    features, self.model, os.path.expanduser(self.data_args.feature_cache_dir),
+                    batch_size=self.training_args.per_device_eval_batch_size, dtype=self.data_args.feature_cache_dtype,
+                    desc=f"{desc}: backbone states",
+                )
+            return states.with_format("numpy")
 
     def train_dataset(self):
         """Cached: `augment_copies` fixed noisy draws per example. Otherwise a new draw every epoch."""
@@ -172,8 +175,18 @@ class Fold:
         return [(name, noise_type, snr_db, self._map(ds, None, f"test {name}")) for name, noise_type, snr_db, ds in self.views.test()]
 
 
-def train_fold(splits, label_names, bank, model_args, data_args, noise_args, training_args, resume=True):
-    """Train one model on one split (resuming its last checkpoint when `resume`); return (rows, trainer, extractor)."""
+def untimed(name, clips):
+    """The default `stage` hook: does nothing."""
+    return contextlib.nullcontext()
+
+
+def train_fold(splits, label_names, bank, model_args, data_args, noise_args, training_args, resume=True, stage=None):
+    """Train one model on one split (resuming its last checkpoint when `resume`); return (rows, trainer, extractor).
+
+    `stage(name, clips)`, when given, returns a context manager wrapped around each stage: "extraction" (backbone
+    states written to or read from the feature cache, once per split and condition), "training" and
+    "inference" (every test condition); benchmarks use it to time them."""
+    stage = stage or untimed
     model = build_model(model_args.model_name_or_path, label_names, model_args.config_overrides, model_args.freeze_backbone)
     feature_extractor = model.build_feature_extractor()
     if model_args.use_lora:
@@ -182,7 +195,7 @@ def train_fold(splits, label_names, bank, model_args, data_args, noise_args, tra
     cache = data_args.cache_features and not trainable_backbone
     if data_args.cache_features and trainable_backbone:
         logger.warning("backbone is trainable (LoRA or unfrozen): backbone states are not cached")
-    fold = Fold(splits, model, feature_extractor, bank, data_args, noise_args, training_args, cache)
+    fold = Fold(splits, model, feature_extractor, bank, data_args, noise_args, training_args, cache, stage)
     train_dataset, augmentation = fold.train_dataset()
     args = copy.deepcopy(training_args)
     args.remove_unused_columns = augmentation is None  # a transform needs its raw columns
@@ -198,16 +211,19 @@ def train_fold(splits, label_names, bank, model_args, data_args, noise_args, tra
         processing_class=feature_extractor, callbacks=callbacks, class_weights=class_weights,
     )
     last_checkpoint = get_last_checkpoint(args.output_dir) if resume and os.path.isdir(args.output_dir) else None
-    trainer.train(resume_from_checkpoint=last_checkpoint)
+    with stage("training", len(train_dataset)):
+        trainer.train(resume_from_checkpoint=last_checkpoint)
     trainer.args.remove_unused_columns = True
-    rows = evaluate_conditions(trainer, fold.test_conditions(), label_names)
+    conditions = fold.test_conditions()
+    with stage("inference", sum(len(ds) for *_, ds in conditions)):
+        rows = evaluate_conditions(trainer, conditions, label_names)
     merge_encoder_lora(trainer.model)
     return rows, trainer, feature_extractor
 
 
-def run_experiment(model_args, data_args, noise_args, training_args, run_args):
+def run_experiment(model_args, data_args, noise_args, training_args, run_args, stage=None):
     """Train and evaluate (one split or leave-one-group-out folds). Returns a dict with `rows` (aggregated over
-    folds when cross-validating), `folds` (per-fold rows), `model` and `label_names`."""
+    folds when cross-validating), `folds` (per-fold rows), `model` and `label_names`. `stage`: see `train_fold`."""
     check_output_dir(training_args.output_dir, run_args.overwrite_output_dir)
     corpus = load_corpus(data_args.dataset_name, data_args.dataset_config_name, data_args.audio_folder, data_args.manifest_csv)
     corpus, label_names = prepare_columns(corpus, data_args.audio_column_name, data_args.label_column_name, data_args.emotion_labels)
@@ -231,7 +247,8 @@ def run_experiment(model_args, data_args, noise_args, training_args, run_args):
             per_fold.append(json.loads(done.read_text()))
             continue
         rows, trainer, feature_extractor = train_fold(
-            splits, label_names, bank, model_args, data_args, noise_args, fold_args, resume=not run_args.overwrite_output_dir
+            splits, label_names, bank, model_args, data_args, noise_args, fold_args,
+            resume=not run_args.overwrite_output_dir, stage=stage,
         )
         if trainer.is_world_process_zero():
             done.parent.mkdir(parents=True, exist_ok=True)

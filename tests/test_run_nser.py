@@ -1,5 +1,6 @@
 """End-to-end tests of run_nser.py on a tiny random Whisper, a synthetic corpus and synthetic noise files."""
 
+import contextlib
 import csv
 import json
 import os
@@ -200,3 +201,19 @@ def test_early_stopping_ends_training_when_validation_stops_improving(assets, tm
         "--test_snrs", "0", "--test_noise_types", "white",
     ))
     assert result["trainer"].state.epoch == 2  # epoch 1 sets the best; epoch 2 does not improve on it with lr 0
+
+
+def test_stage_hook_sees_extraction_training_and_inference(assets, tmp_path):
+    calls = []
+
+    def stage(name, clips):
+        calls.append((name, clips))
+        return contextlib.nullcontext()
+
+    args = run_nser.parse_arguments(arguments(assets, tmp_path / "out", "--augment_copies", "2"))
+    nser.experiment.run_experiment(*args, stage=stage)
+    extraction = [clips for name, clips in calls if name == "extraction"]
+    # train: 2 noisy copies of 16 clips; validation 8; test: clean + 3 noise types x 2 SNRs, 8 clips each
+    assert extraction == [16, 16, 8] + [8] * 7
+    assert ("training", 32) in calls and calls[-1] == ("inference", 7 * 8)
+    assert [name for name, _ in calls].count("training") == 1
