@@ -457,12 +457,15 @@ def _stage_hook(meter: ResourceMeter, cache_dir):
     feature-cache file, as reused otherwise (the nser systems always cache)."""
     cache_dir = Path(cache_dir).expanduser()
 
+    def cache_files():
+        return set(cache_dir.glob("layer-states-*.arrow"))
+
     @contextlib.contextmanager
     def stage(name, clips):
-        before = set(cache_dir.glob("layer-states-*.arrow"))
+        before = cache_files() if name == "extraction" else None
         with meter.stage(name) as record:
             yield
-        computed = name != "extraction" or bool(set(cache_dir.glob("layer-states-*.arrow")) - before)
+        computed = before is None or bool(cache_files() - before)
         record["clips" if computed else "reused_clips"] += clips
 
     return stage

@@ -126,12 +126,17 @@ class NoisyViews:
         return conditions
 
 
+def untimed(name, clips):
+    """The default `stage` hook: does nothing."""
+    return contextlib.nullcontext()
+
+
 class Fold:
     """The datasets of one train/validation/test split, featurised (and cached) for one model."""
 
-    def __init__(self, splits, model, feature_extractor, bank, data_args, noise_args, training_args, cache, stage=None):
+    def __init__(self, splits, model, feature_extractor, bank, data_args, noise_args, training_args, cache, stage=untimed):
         self.data_args, self.noise_args, self.training_args = data_args, noise_args, training_args
-        self.model, self.cache, self.stage = model, cache, stage or untimed
+        self.model, self.cache, self.stage = model, cache, stage
         self.featurize = make_feature_function(feature_extractor, data_args.audio_column_name, data_args.label_column_name)
         seed = training_args.seed
         limited = {
@@ -175,18 +180,12 @@ class Fold:
         return [(name, noise_type, snr_db, self._map(ds, None, f"test {name}")) for name, noise_type, snr_db, ds in self.views.test()]
 
 
-def untimed(name, clips):
-    """The default `stage` hook: does nothing."""
-    return contextlib.nullcontext()
-
-
-def train_fold(splits, label_names, bank, model_args, data_args, noise_args, training_args, resume=True, stage=None):
+def train_fold(splits, label_names, bank, model_args, data_args, noise_args, training_args, resume=True, stage=untimed):
     """Train one model on one split (resuming its last checkpoint when `resume`); return (rows, trainer, extractor).
 
     `stage(name, clips)`, when given, returns a context manager wrapped around each stage: "extraction" (backbone
     states written to or read from the feature cache, once per split and condition), "training" and
     "inference" (every test condition); benchmarks use it to time them."""
-    stage = stage or untimed
     model = build_model(model_args.model_name_or_path, label_names, model_args.config_overrides, model_args.freeze_backbone)
     feature_extractor = model.build_feature_extractor()
     if model_args.use_lora:
@@ -221,7 +220,7 @@ def train_fold(splits, label_names, bank, model_args, data_args, noise_args, tra
     return rows, trainer, feature_extractor
 
 
-def run_experiment(model_args, data_args, noise_args, training_args, run_args, stage=None):
+def run_experiment(model_args, data_args, noise_args, training_args, run_args, stage=untimed):
     """Train and evaluate (one split or leave-one-group-out folds). Returns a dict with `rows` (aggregated over
     folds when cross-validating), `folds` (per-fold rows), `model` and `label_names`. `stage`: see `train_fold`."""
     check_output_dir(training_args.output_dir, run_args.overwrite_output_dir)

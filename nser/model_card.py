@@ -86,9 +86,10 @@ def benchmark_markdown(report_path: str | Path) -> str:
     if not lines or not lines[0].startswith("# ") or "## Summary" not in lines:
         raise ValueError(f"{path} is not a bench.robustness report (no title or no '## Summary' section)")
     corpus = lines[0].rsplit(":", 1)[-1].strip()
-    header = [line for line in lines[1 : lines.index("## Summary")] if line.startswith(("Command:", "- ", "Subsets are"))]
+    summary_start = lines.index("## Summary")
+    header = [line for line in lines[1:summary_start] if line.startswith(("Command:", "- ", "Subsets are"))]
     summary = []
-    for line in lines[lines.index("## Summary") + 1 :]:
+    for line in lines[summary_start + 1 :]:
         if line.startswith("## "):
             break
         if not line.startswith("!["):
