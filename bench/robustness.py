@@ -18,6 +18,12 @@ From the repository root (offline: HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVA
     python -m bench.robustness --budget      # ~30-35 min on 2 CPU cores: 3 seeds, SNRs 10/0, smaller subsets
     python -m bench.robustness               # everything: ~2 h on 2 CPU cores (see bench/README.md)
     python -m bench.robustness --corpus ravdess   # needs data/ravdess (python -m dataset_scripts.ravdess ...)
+    python -m bench.robustness --budget --cv_column speaker   # leave-one-speaker-out: every speaker tested once
+With `--cv_column`, the corpus's clips are pooled and each value of that column (a speaker, an IEMOCAP session) is
+the test set of one fold, the next value (cyclically) its validation set, the rest its training set
+(`nser.data.cross_validation_folds`, as `run_nser.py --cv_column`). Every system runs on every fold; a seed's
+numbers are averaged over the folds (each fold weighted equally), then mean ± std over seeds; a per-fold table
+shows how much the held-out speaker matters.
 Finished runs are reused (`<output_dir>/<system>/seed-<s>/bench_result.json`, checked against their settings),
 so an interrupted benchmark continues where it stopped; `--no_reuse` recomputes them.
 """
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import importlib.metadata
 import json
@@ -48,7 +55,9 @@ from matplotlib.figure import Figure
 
 from bench.systems import SYSTEM_FUNCTIONS, SYNTHETIC_TRAIN_NOISE, Setup, SystemSpec, fingerprint
 from nser.arguments import NoiseArguments
+from nser.data import cross_validation_folds
 from nser.experiment import load_noise_bank
+from nser.metrics import SCALAR_METRICS
 from nser.report import aggregate, markdown_table
 
 logger = logging.getLogger("bench.robustness")
@@ -116,6 +125,8 @@ def parse_args(argv):
     parser.add_argument("--model", default=str(SHARED / "models" / "whisper-base"), help="Whisper checkpoint")
     parser.add_argument("--noise_dir", default=str(SHARED / "data" / "noise"), help="noise folder with a train/test split")
     parser.add_argument("--language", help="ASR language of the decoder systems (default: by corpus)")
+    parser.add_argument("--cv_column", help="leave-one-group-out over this column (e.g. speaker) instead of the "
+                        "corpus's own splits: every group is tested once")
     parser.add_argument("--output_dir", help="benchmark folder (default outputs/bench, -quick, -budget)")
     parser.add_argument("--feature_cache_dir", default="~/.cache/nser/features", help="nser's backbone-state cache")
     parser.add_argument("--systems", nargs="+", choices=ALL_SYSTEMS, help="systems to run (default: all)")
@@ -191,22 +202,41 @@ def subset_name(subset):
     return "-".join(f"{split}{'all' if n is None else n}" for split, n in subset.items())
 
 
-def materialise_subset(dataset_dir, subset, seed, data_root):
-    """The corpus folder itself, or a fixed stratified subset of it saved under `data_root` (reused when done).
-    Saving keeps each split's fingerprint, so nser's feature cache is shared between runs on the same subset."""
-    if all(n is None for n in subset.values()):
-        return str(dataset_dir)
-    corpus = load_from_disk(str(dataset_dir))
+def _derived_corpus(path, corpus, build, **meta):
+    """`build()` (a DatasetDict derived from `corpus`) saved at `path`, reused while `corpus` is unchanged. Saving
+    keeps each split's fingerprint, so nser's feature cache is shared between runs on the same derived corpus."""
     source = {split: corpus[split]._fingerprint for split in corpus}
-    path = Path(data_root) / f"{Path(dataset_dir).name}-{subset_name(subset)}-seed{seed}"
     marker = path / "bench_subset.json"
     if marker.is_file() and json.loads(marker.read_text()).get("source") == source:
         return str(path)
-    parts = DatasetDict({split: ds.select(stratified_indices(ds["label"], subset.get(split), seed)) for split, ds in corpus.items()})
-    parts.save_to_disk(str(path))
-    marker.write_text(json.dumps({"source": source, "subset": subset, "seed": seed}, indent=1))
-    logger.info("wrote subset %s", path)
+    build().save_to_disk(str(path))
+    marker.write_text(json.dumps({"source": source, **meta}, indent=1))
+    logger.info("wrote %s", path)
     return str(path)
+
+
+def materialise_subset(dataset_dir, subset, seed, data_root):
+    """The corpus folder itself, or a fixed stratified subset of it saved under `data_root` (reused when done)."""
+    if all(n is None for n in subset.values()):
+        return str(dataset_dir)
+    corpus = load_from_disk(str(dataset_dir))
+    return _derived_corpus(
+        Path(data_root) / f"{Path(dataset_dir).name}-{subset_name(subset)}-seed{seed}", corpus,
+        lambda: DatasetDict({split: ds.select(stratified_indices(ds["label"], subset.get(split), seed)) for split, ds in corpus.items()}),
+        subset=subset, seed=seed,
+    )
+
+
+def materialise_folds(dataset_dir, column, data_root):
+    """[(fold name, corpus folder)]: the leave-one-`column`-out folds of the pooled corpus, saved under `data_root`."""
+    corpus = load_from_disk(str(dataset_dir))
+    try:
+        folds = cross_validation_folds(corpus, column)
+    except ValueError as error:
+        sys.exit(f"--cv_column: {error}")
+    return [(name, _derived_corpus(Path(data_root) / f"{Path(dataset_dir).name}-{name}", corpus, lambda splits=splits: splits,
+                                   cv_column=column, fold=name))
+            for name, splits in folds]
 
 
 def split_sizes(dataset_dir):
@@ -336,6 +366,69 @@ def run_system(setup, spec, reuse=True):
             path.write_text(json.dumps(result, indent=1, default=float))
             results[seed] = json.loads(path.read_text())
     return [results[seed] for seed in spec.seeds if seed in results]
+
+
+# --------------------------------------------------------------------------------------------- folds
+def mean_over_folds(rows_per_fold):
+    """One seed's rows over the folds, in a single run's format: each metric the mean over folds (every fold
+    weighted equally, as leave-one-speaker-out results are reported), counts and confusion matrices summed."""
+    rows = aggregate(rows_per_fold)
+    for row in rows:
+        for metric in SCALAR_METRICS:
+            row[metric] = row.pop(f"{metric}_mean")
+            row.pop(f"{metric}_std")
+        row.pop("num_runs")
+    return rows
+
+
+def _sum_stages(stages_per_fold):
+    """Seconds and clips summed over the folds, the largest peak RSS."""
+    total = {}
+    for stages in stages_per_fold:
+        for stage, record in (stages or {}).items():
+            into = total.setdefault(stage, {"seconds": 0.0, "peak_rss_mb": 0.0, "clips": 0, "reused_clips": 0})
+            for key in ("seconds", "clips", "reused_clips"):
+                into[key] += record.get(key, 0)
+            into["peak_rss_mb"] = max(into["peak_rss_mb"], record.get("peak_rss_mb", 0.0))
+    return total or None
+
+
+def combine_folds(names, per_fold):
+    """[(spec, results, sizes)] per fold -> one [(spec, results, sizes)] whose per-seed results are averaged over
+    the folds (seeds every fold has); sizes: train/validation per fold, test clips summed (each tested once); the
+    spec's corpus folder names the fold `<fold>`."""
+    combined = []
+    for entries in zip(*per_fold):
+        spec = entries[0][0]
+        if any(other.key != spec.key for other, _, _ in entries):
+            raise ValueError(f"folds ran different systems: {[other.key for other, _, _ in entries]}")
+        by_seed = [{r["seed"]: r for r in results} for _, results, _ in entries]
+        seeds = [seed for seed in spec.seeds if all(seed in runs for runs in by_seed)]
+        results = []
+        for seed in seeds:
+            runs = [runs[seed] for runs in by_seed]
+            weights = None
+            if runs[0].get("layer_weights"):
+                weights = {group: np.mean([r["layer_weights"][group] for r in runs], axis=0).tolist() for group in runs[0]["layer_weights"]}
+            results.append({"seed": seed, "rows": mean_over_folds([r["rows"] for r in runs]), "layer_weights": weights,
+                            "stages": _sum_stages([r["stages"] for r in runs]), "wall_s": sum(r["wall_s"] for r in runs)})
+        sizes = {split: "/".join(dict.fromkeys(str(sz[split]) for _, _, sz in entries)) for split in ("train", "validation")}
+        sizes["test"] = sum(sz["test"] for _, _, sz in entries)
+        combined.append((dataclasses.replace(spec, dataset_dir=spec.dataset_dir.replace(names[0], "<fold>")), results, sizes))
+    return combined
+
+
+def fold_table(names, per_fold, noise_types, snrs, metric="macro_f1"):
+    """One row per system, one column per fold: clean / average over every noisy condition, mean over seeds."""
+    title = {"macro_f1": "Macro-F1", "ua": "UA"}[metric]
+    lines = ["| system | " + " | ".join(f"{name}: clean / noisy avg" for name in names) + " |", "|---|" + "---:|" * len(names)]
+    for entries in zip(*per_fold):
+        spec, cells = entries[0][0], []
+        for _, results, _ in entries:
+            summary = snr_summary([r["rows"] for r in results], metric, noise_types, snrs)
+            cells.append(" / ".join("–" if summary[c] is None else f"{100 * summary[c][0]:.1f}" for c in ("clean", "noisy avg")))
+        lines.append(f"| ({spec.number}) {spec.key} | " + " | ".join(cells) + " |")
+    return f"{title} (%) of each fold's held-out group, mean over seeds.\n\n" + "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------------------------- tables
@@ -534,8 +627,15 @@ def hyperparameters(setup):
     )
 
 
-def render_markdown(args, command, setup, specs_results, plan, figures, env):
+def render_markdown(args, command, setup, specs_results, plan, figures, env, folds=None):
+    """The report; `folds`: (fold names, per-fold [(spec, results, sizes)]) when cross-validating."""
     snrs, noise_types = list(args.snrs), list(args.noise_types)
+    if folds:
+        splits = (f"leave-one-`{args.cv_column}`-out over all its clips, {len(folds[0])} folds: each fold tests one "
+                  f"{args.cv_column}, validates on the next (cyclically) and trains on the rest; a seed's metrics are the "
+                  f"mean over folds, then mean ± std over seeds")
+    else:
+        splits = "speaker-independent splits as prepared"
     parts = [
         f"# Noise robustness of speech emotion recognition: {args.corpus}",
         "",
@@ -543,7 +643,7 @@ def render_markdown(args, command, setup, specs_results, plan, figures, env):
         "",
         f"- {env['date']}; {env['cpu']}, {env['cpus']} CPUs, torch threads {env['torch_threads']}; "
         + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
-        f"- model `{_relative(args.model)}`; corpus `{_relative(args.dataset_dir)}` (speaker-independent splits as prepared); "
+        f"- model `{_relative(args.model)}`; corpus `{_relative(args.dataset_dir)}` ({splits}); "
         f"noise `{_relative(args.noise_dir)}` (test conditions from its test split; white noise synthetic)",
         "",
         "## Data each system used",
@@ -558,6 +658,10 @@ def render_markdown(args, command, setup, specs_results, plan, figures, env):
         summary_table(specs_results, "ua", noise_types, snrs),
         f"![macro-F1 vs SNR]({figures['f1_vs_snr']})",
         "",
+    ]
+    if folds:
+        parts += ["## Per fold", "", fold_table(*folds, noise_types, snrs), fold_table(*folds, noise_types, snrs, "ua")]
+    parts += [
         "## Learned layer weights (softmax, mean ± std over seeds)",
         "",
         layer_weight_table(specs_results),
@@ -567,7 +671,7 @@ def render_markdown(args, command, setup, specs_results, plan, figures, env):
     parts += [
         "## Cost (wall time and peak resident memory)",
         "",
-        cost_table(specs_results),
+        cost_table(specs_results) + ("Every figure sums the folds.\n" if folds else ""),
         "Feature extraction: backbone (or openSMILE) passes over the clips the run needed; runs sharing a backbone "
         "share nser's feature cache (or the in-process memo of (1)/(3)), so later systems and seeds mostly read "
         "(`reused`). Training includes the per-epoch validation pass and checkpoint saving; inference is prediction on "
@@ -631,8 +735,18 @@ def main(argv=None):
         return run(args, argv)
 
 
+def plan_fold(args, name, dataset_dir, setup):
+    """(fold name, setup, specs, sizes, est. minutes) of one fold (or of the corpus's own splits: name None)."""
+    fold_args = argparse.Namespace(**{**vars(args), "dataset_dir": dataset_dir})
+    if name:
+        setup = dataclasses.replace(setup, output_dir=setup.output_dir / name)
+    specs = build_specs(fold_args, Path(args.output_dir) / "data")
+    sizes = {spec.key: split_sizes(spec.dataset_dir) for spec in specs}
+    return name, setup, specs, sizes, estimate_minutes(specs, sizes, args.noise_types, args.augment_copies, args.epochs)
+
+
 def run(args, argv):
-    """Plan, run (or reuse) every system, write and print the report; returns the JSON payload."""
+    """Plan, run (or reuse) every system on every fold, write and print the report; returns the JSON payload."""
     check_inputs(args)
     command = "python -m bench.robustness " + shlex.join(argv)
     output_dir = Path(args.output_dir)
@@ -645,33 +759,39 @@ def run(args, argv):
         augment_copies=args.augment_copies, noise_seed=args.noise_seed, egemaps_c_grid=tuple(args.egemaps_c_grid),
         show_progress=not args.quick, train_noise_types=train_noise,
     )
-    specs = build_specs(args, output_dir / "data")
-    sizes = {spec.key: split_sizes(spec.dataset_dir) for spec in specs}
-    minutes = estimate_minutes(specs, sizes, args.noise_types, args.augment_copies, args.epochs)
-    plan = plan_table(specs, sizes, minutes, args.augment_copies)
-    print(f"Command: `{command}`\n\nPlan ({args.corpus}; test noise {' '.join(args.noise_types)}; estimate for a quiet "
-          f"2-core CPU, shared caches counted once, {sum(minutes.values()):.0f} min in all):\n\n{plan}", flush=True)
+    sources = materialise_folds(args.dataset_dir, args.cv_column, output_dir / "data") if args.cv_column else [(None, args.dataset_dir)]
+    folds = [plan_fold(args, name, dataset_dir, setup) for name, dataset_dir in sources]
+    print(f"Command: `{command}`\n", flush=True)
+    for name, _, specs, sizes, minutes in folds:
+        print(f"Plan ({args.corpus}{f', fold {name}' if name else ''}; test noise {' '.join(args.noise_types)}; estimate "
+              f"for a quiet 2-core CPU, shared caches counted once, {sum(minutes.values()):.0f} min):\n\n"
+              f"{plan_table(specs, sizes, minutes, args.augment_copies)}", flush=True)
+    if len(folds) > 1:
+        print(f"{len(folds)} folds: {sum(sum(fold[4].values()) for fold in folds):.0f} min in all\n", flush=True)
     if args.plan_only:
         return None
 
     start = time.perf_counter()
-    results = {}
+    per_fold = []
     with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its logs: keep stdout for the plan and the report
-        for spec in execution_order(specs):
-            results[spec.key] = run_system(setup, spec, reuse=not args.no_reuse)
-    specs_results = [(spec, results[spec.key], sizes[spec.key]) for spec in specs]
-
+        for name, fold_setup, specs, sizes, _ in folds:
+            results = {spec.key: run_system(fold_setup, spec, reuse=not args.no_reuse) for spec in execution_order(specs)}
+            per_fold.append([(spec, results[spec.key], sizes[spec.key]) for spec in specs])
+    minutes = {key: sum(fold[4][key] for fold in folds) for key in folds[0][4]}
+    names = [fold[0] for fold in folds]
+    specs_results = combine_folds(names, per_fold) if args.cv_column else per_fold[0]
+    plan = plan_table([spec for spec, _, _ in specs_results], {spec.key: sizes for spec, _, sizes in specs_results}, minutes, args.augment_copies)
     figures = {"f1_vs_snr": "f1_vs_snr.png"}
     plot_f1_vs_snr(specs_results, args.noise_types, args.snrs, output_dir / figures["f1_vs_snr"])
     if plot_layer_weights(specs_results, output_dir / "layer_weights.png"):
         figures["layer_weights"] = "layer_weights.png"
     env = environment()
-    markdown = render_markdown(args, command, setup, specs_results, plan, figures, env)
+    markdown = render_markdown(args, command, setup, specs_results, plan, figures, env, (names, per_fold) if args.cv_column else None)
     wall = time.perf_counter() - start
     markdown += f"\nBenchmark wall time (this invocation): {wall / 60:.1f} min; process peak RSS (ru_maxrss) " \
                 f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB.\n"
     payload = {
-        "command": command, "environment": env, "setup": setup.signature(), "wall_s": wall,
+        "command": command, "environment": env, "setup": setup.signature(), "wall_s": wall, "folds": names if args.cv_column else None,
         "systems": [
             {"spec": vars(spec), "sizes": sz, "estimated_minutes": minutes[spec.key], "results": res,
              "aggregated": aggregate([r["rows"] for r in res]),

@@ -258,6 +258,40 @@ def test_every_system_runs_end_to_end_on_a_tiny_whisper_and_reuses_finished_runs
     assert [s["aggregated"] for s in again["systems"]] == [s["aggregated"] for s in payload["systems"]]
 
 
+def test_leave_one_speaker_out_tests_every_speaker_once_and_averages_each_seed_over_folds(tiny_assets, tmp_path):
+    argv = tiny_arguments(tiny_assets, tmp_path)
+    argv = argv[:argv.index("--systems")] + ["--systems", "whisper_last", "nser_enc", "--cv_column", "speaker"]
+    payload = robustness.main(argv)
+    markdown = (tmp_path / "robustness.md").read_text()
+    folds = ["speaker-s1", "speaker-s2", "speaker-s3", "speaker-s4"]
+    assert payload["folds"] == folds
+    everything = sum(len(ds) for ds in load_from_disk(str(tiny_assets["dataset"])).values())
+    for fold, test_speaker in zip(folds, ("s1", "s2", "s3", "s4")):
+        corpus = load_from_disk(str(tmp_path / "data" / f"dataset-{fold}"))
+        assert set(corpus["test"]["speaker"]) == {test_speaker}
+        assert not set(corpus["validation"]["speaker"]) & (set(corpus["train"]["speaker"]) | {test_speaker})
+        assert sum(len(ds) for ds in corpus.values()) == everything
+    for system in payload["systems"]:
+        assert system["sizes"]["test"] == everything  # every clip tested once
+        assert system["spec"]["dataset_dir"].endswith("dataset-<fold>")
+        for result in system["results"]:
+            per_fold = [json.loads((tmp_path / fold / system["spec"]["key"] / f"seed-{result['seed']}" / "bench_result.json").read_text())
+                        for fold in folds]
+            for index, row in enumerate(result["rows"]):
+                assert row["macro_f1"] == pytest.approx(np.mean([f["rows"][index]["macro_f1"] for f in per_fold]))
+                assert row["num_examples"] == everything
+            assert result["stages"]["training"]["seconds"] == pytest.approx(sum(f["stages"]["training"]["seconds"] for f in per_fold))
+    assert "leave-one-`speaker`-out" in markdown
+    per_fold_section = markdown.split("## Per fold")[1].split("## ")[0]
+    assert per_fold_section.count("| (4) nser_enc |") == 2  # macro-F1 and UA
+    assert all(f"{fold}: clean / noisy avg" in per_fold_section for fold in folds)
+
+
+def test_cross_validation_column_must_exist(tiny_assets, tmp_path):
+    with pytest.raises(SystemExit, match="--cv_column: --cv_column 'session' not found"):
+        robustness.main(tiny_arguments(tiny_assets, tmp_path) + ["--cv_column", "session", "--plan_only"])
+
+
 def test_missing_corpus_is_reported_with_the_command_that_prepares_it(tmp_path):
     with pytest.raises(SystemExit, match="python -m dataset_scripts.casia --source_dir"):
         robustness.main(["--quick", "--dataset_dir", str(tmp_path / "absent"), "--output_dir", str(tmp_path / "out")])
