@@ -8,6 +8,7 @@ command that produced them.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -88,6 +89,9 @@ def benchmark_markdown(report_path: str | Path) -> str:
     corpus = lines[0].rsplit(":", 1)[-1].strip()
     summary_start = lines.index("## Summary")
     header = [line for line in lines[1:summary_start] if line.startswith(("Command:", "- ", "Subsets are"))]
+    cross_validation = re.search(r"leave-one-`(\w+)`-out", "\n".join(header))
+    if cross_validation:  # tell it apart from a fixed-split report on the same corpus
+        corpus += f", leave-one-{cross_validation.group(1)}-out"
     summary = []
     for line in lines[summary_start + 1 :]:
         if line.startswith("## "):

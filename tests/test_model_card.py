@@ -168,6 +168,13 @@ def test_benchmark_summaries_are_shown_with_their_command(tmp_path):
     assert "## How the method compares" not in render().text  # no reports, no section
 
 
+def test_a_leave_one_speaker_out_report_is_named_as_such(tmp_path):
+    report = tmp_path / "robustness.md"
+    report.write_text(BENCH_REPORT.replace("corpus `data/ravdess`", "corpus `data/ravdess` (leave-one-`speaker`-out over all its clips)"))
+    card = render(benchmark_reports=[report])
+    assert "### ravdess, leave-one-speaker-out" in card.text
+
+
 @pytest.mark.parametrize("report", sorted(Path(__file__).resolve().parents[1].glob("bench/results/*/robustness.md")))
 def test_committed_benchmark_reports_render(report, tmp_path):
     card = saved_and_reloaded(render(benchmark_reports=[report]), tmp_path)
