@@ -79,7 +79,7 @@ FULL = {
     "noise_types": ["babble", "machinery", "music", "street", "white"],
     "max_train_samples": None, "max_validation_samples": None, "max_test_samples": None,
     "padded_max_train_samples": None, "padded_max_validation_samples": None, "padded_max_test_samples": 60,
-    "padded_snrs": None, "decoder_max_train_samples": 120, "decoder_max_validation_samples": 60,
+    "padded_snrs": None, "decoder_max_train_samples": None, "decoder_max_validation_samples": None,
     "decoder_max_test_samples": 60, "decoder_snrs": None, "augment_copies": 2, "systems": list(ALL_SYSTEMS),
     "egemaps_c_grid": [0.001, 0.01, 0.1, 1.0, 10.0], "output_dir": "outputs/bench",
 }
@@ -269,29 +269,29 @@ def build_specs(args, data_root):
     seeds, snrs = list(args.seeds), list(args.snrs)
     lang = args.language
     specs = {
-        "egemaps": SystemSpec("egemaps", "1", "eGeMAPSv02 + logistic regression", "egemaps", data(main), main, snrs,
+        "egemaps": lambda: SystemSpec("egemaps", "1", "eGeMAPSv02 + logistic regression", "egemaps", data(main), main, snrs,
                               seeds[:1], note="openSMILE functionals, standardised; C on validation; deterministic: one run"),
-        "egemaps_clean": SystemSpec("egemaps_clean", "1c", "eGeMAPSv02 + logistic regression, clean-trained", "egemaps",
+        "egemaps_clean": lambda: SystemSpec("egemaps_clean", "1c", "eGeMAPSv02 + logistic regression, clean-trained", "egemaps",
                                     data(main), main, snrs, seeds[:1], train_with_noise=False, note="as (1), clean training"),
-        "whisper_last": SystemSpec("whisper_last", "2", "Whisper last encoder layer, mean-pooled, MLP head", "nser", data(main),
+        "whisper_last": lambda: SystemSpec("whisper_last", "2", "Whisper last encoder layer, mean-pooled, MLP head", "nser", data(main),
                                    main, snrs, seeds, config_overrides="encoder_fusion=last,use_decoder=false",
                                    note="nser `encoder_fusion=last`; head Linear-GELU-Dropout-Linear (the library's)"),
-        "wfac": SystemSpec("wfac", "3", "transformers WhisperForAudioClassification (weighted layer sum, 30 s padded)", "wfac",
+        "wfac": lambda: SystemSpec("wfac", "3", "transformers WhisperForAudioClassification (weighted layer sum, 30 s padded)", "wfac",
                            data(padded), padded, list(args.padded_snrs or snrs), seeds, learned_layer_weights=True,
                            note="frozen encoder; mean over all 1500 positions, padding included"),
-        "nser_enc": SystemSpec("nser_enc", "4", "nser encoder layer adapter", "nser", data(main), main, snrs, seeds,
+        "nser_enc": lambda: SystemSpec("nser_enc", "4", "nser encoder layer adapter", "nser", data(main), main, snrs, seeds,
                                config_overrides="use_decoder=false", learned_layer_weights=True),
-        "nser_encdec": SystemSpec("nser_encdec", "5", f"nser encoder + decoder layer adapters (ASR hypothesis, {lang})", "nser",
+        "nser_encdec": lambda: SystemSpec("nser_encdec", "5", f"nser encoder + decoder layer adapters (ASR hypothesis, {lang})", "nser",
                                   data(decoder), decoder, list(args.decoder_snrs or snrs), seeds,
                                   config_overrides=f"use_decoder=true,asr_language={lang}", learned_layer_weights=True,
                                   note="greedy hypothesis from the 30 s padded encoder, capped by duration"),
-        "nser_enc_clean": SystemSpec("nser_enc_clean", "6", "(4) clean-trained", "nser", data(main), main, snrs, seeds,
+        "nser_enc_clean": lambda: SystemSpec("nser_enc_clean", "6", "(4) clean-trained", "nser", data(main), main, snrs, seeds,
                                      train_with_noise=False, config_overrides="use_decoder=false", learned_layer_weights=True),
-        "nser_encdec_clean": SystemSpec("nser_encdec_clean", "6b", "(5) clean-trained", "nser", data(decoder), decoder,
+        "nser_encdec_clean": lambda: SystemSpec("nser_encdec_clean", "6b", "(5) clean-trained", "nser", data(decoder), decoder,
                                         list(args.decoder_snrs or snrs), seeds, train_with_noise=False,
                                         config_overrides=f"use_decoder=true,asr_language={lang}", learned_layer_weights=True),
     }
-    chosen = [specs[key] for key in ALL_SYSTEMS if key in args.systems]
+    chosen = [specs[key]() for key in ALL_SYSTEMS if key in args.systems]  # builds only the chosen folders
     # Matched controls: (4) on each distinct subset of an expensive system, placed after that system.
     controls = {}
     for spec in list(chosen):

@@ -300,11 +300,11 @@ def run_egemaps(setup: Setup, spec: SystemSpec, seeds):
                           for name, noise_type, snr, ds in views.test()]
         with meter.stage("training") as record:
             pipeline, best_c, val_f1 = fit_logistic_regression(train_x, train_y, val_x, val_y, setup.egemaps_c_grid)
-            record["clips"] = len(train_y)
+            record["clips"] += len(train_y)
         with meter.stage("inference") as record:
             rows = [result_row(name, noise_type, snr, y, pipeline.predict(x), view.label_names)
                     for name, noise_type, snr, x, y in conditions]
-            record["clips"] = sum(len(y) for *_, y in conditions)
+            record["clips"] += sum(len(y) for *_, y in conditions)
     chosen = {"C": best_c, "validation_macro_f1": val_f1, "c_grid": list(setup.egemaps_c_grid)}
     return {seed: {"rows": rows, "layer_weights": None, "stages": meter.records, "wall_s": time.perf_counter() - start,
                    "selection": chosen}}
@@ -426,24 +426,26 @@ def run_wfac(setup: Setup, spec: SystemSpec, seeds):
             seed_start = time.perf_counter()
             with meter.stage("training") as record:
                 head, val_f1, epoch = train_whisper_classifier_head(config, (train_x, train_y), validation, setup, seed)
-                record["clips"] = len(train_y)
+                record["clips"] += len(train_y)
             with meter.stage("inference") as record:
                 rows = [result_row(name, noise_type, snr, y, _predict(head, x), view.label_names)
                         for name, noise_type, snr, x, y in conditions]
-                record["clips"] = sum(len(y) for *_, y in conditions)
+                record["clips"] += sum(len(y) for *_, y in conditions)
             weights = {"encoder": head.layer_weights.detach().softmax(-1).tolist()}
             results[seed] = {"rows": rows, "layer_weights": weights, "stages": None,
                              "wall_s": time.perf_counter() - seed_start + (extraction_s if seed == seeds[0] else 0.0),
                              "selection": {"best_epoch": epoch, "validation_macro_f1": val_f1}}
             del head
-    for result in results.values():
-        result["stages"] = _per_seed(meter.records, len(seeds))
+    for seed, result in results.items():
+        result["stages"] = _per_seed(meter.records, len(seeds), first=seed == seeds[0])
     return results
 
 
-def _per_seed(records, num_seeds):
-    """Stage records of a run that trained `num_seeds` heads on one extraction: training and inference per seed."""
-    out = json.loads(json.dumps(records))
+def _per_seed(records, num_seeds, first):
+    """One seed's share of the stage records of `num_seeds` heads trained on one extraction: training and
+    inference divided evenly; the shared stages (model load, extraction) go to the first seed only, so that sums
+    over seeds, as in the report's cost table, count them once."""
+    out = {name: dict(record) for name, record in records.items() if first or name in ("training", "inference")}
     for name in ("training", "inference"):
         if name in out:
             out[name]["seconds"] /= num_seeds

@@ -242,6 +242,11 @@ def test_every_system_runs_end_to_end_on_a_tiny_whisper_and_reuses_finished_runs
         assert conditions == {"clean"} | {f"{n}_{s:g}dB" for n in ("hum", "white") for s in snrs}
         assert all(math.isfinite(row["macro_f1_mean"]) and math.isfinite(row["ua_mean"]) for row in system["aggregated"])
         assert len(system["results"]) == (1 if system["spec"]["kind"] == "egemaps" else 2)
+    cost = {s["spec"]["key"]: s["cost"] for s in payload["systems"]}
+    sizes = next(s["sizes"] for s in payload["systems"] if s["spec"]["key"] == "wfac")
+    for key in ("training_examples", "inference_clips"):  # per seed, as for the nser control on the same clips
+        assert cost["wfac"][key] == cost["nser_enc_on_trainall-validationall-test6"][key] > 0
+    assert cost["wfac"]["clips_computed"] == (cost["wfac"]["training_examples"] + sizes["validation"] + cost["wfac"]["inference_clips"])
     weights = {s["spec"]["key"]: s["results"][0]["layer_weights"] for s in payload["systems"]}
     assert len(weights["nser_enc"]["encoder"]) == 3 and set(weights["nser_encdec"]) == {"encoder", "decoder"}
     assert sum(weights["wfac"]["encoder"]) == pytest.approx(1.0)
@@ -265,6 +270,7 @@ def test_leave_one_speaker_out_tests_every_speaker_once_and_averages_each_seed_o
     markdown = (tmp_path / "robustness.md").read_text()
     folds = ["speaker-s1", "speaker-s2", "speaker-s3", "speaker-s4"]
     assert payload["folds"] == folds
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [f"dataset-{fold}" for fold in folds]  # no unused subsets
     everything = sum(len(ds) for ds in load_from_disk(str(tiny_assets["dataset"])).values())
     for fold, test_speaker in zip(folds, ("s1", "s2", "s3", "s4")):
         corpus = load_from_disk(str(tmp_path / "data" / f"dataset-{fold}"))
