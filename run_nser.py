@@ -23,6 +23,7 @@ from nser.arguments import DataArguments, ModelArguments, NoiseArguments, RunArg
 from nser.experiment import run_experiment
 from nser.hub import add_inference_handler, check_push_possible, push_model_folder
 from nser.model_card import benchmark_markdown, render_model_card
+from nser.model_folder import finalize_model_folder
 from nser.report import write_report
 
 logger = logging.getLogger("run_nser")
@@ -93,8 +94,9 @@ def save_outputs(result, model_args, data_args, training_args, run_args, command
     model.save_pretrained(model_dir)
     save_tokenizer(model_args.model_name_or_path, model_dir, model.config.backbone_config.vocab_size)
     add_inference_handler(model_dir)
+    base_model = base_model_id(model_args, run_args)
     card = render_model_card(
-        result["rows"], model_name=training_args.hub_model_id or model_dir.name, base_model=base_model_id(model_args, run_args),
+        result["rows"], model_name=training_args.hub_model_id or model_dir.name, base_model=base_model,
         dataset_name=data_args.dataset_name or data_args.audio_folder or data_args.manifest_csv,
         dataset_id=run_args.dataset_hub_id, label_names=result["label_names"], command=command,
         config_summary=config_summary(model), layer_weights=weights, license=run_args.model_card_license,
@@ -103,6 +105,8 @@ def save_outputs(result, model_args, data_args, training_args, run_args, command
     card.save(model_dir / "README.md")
     for path in paths.values():
         (model_dir / path.name).write_bytes(path.read_bytes())
+    # Integer-PCM-safe feature extractor, no local paths in config.json, every file readable.
+    finalize_model_folder(model_dir, model.build_feature_extractor(), base_model)
     return paths, model_dir
 
 

@@ -24,7 +24,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    py_modules=["configuration_nser", "modeling_nser", "run_nser", "handler"],
+    py_modules=["configuration_nser", "modeling_nser", "feature_extraction_nser", "run_nser", "handler"],
     packages=find_packages(include=["nser", "nser.*", "dataset_scripts", "dataset_scripts.*"]),
     install_requires=requirements("requirements.txt"),
     extras_require={

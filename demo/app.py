@@ -27,7 +27,7 @@ from transformers import (
 
 from nser.audio import SAMPLING_RATE, decode_audio, is_silent, prepare_waveform
 from nser.features import PaddingCollator, log_mel
-from nser.noise import MIN_NOISE_SAMPLES, mix_at_snr
+from nser.noise import mix_at_snr
 from nser.noise_bank import NoiseBank
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,12 @@ DEFAULT_EXAMPLES = (
     ("../shared/data/ravdess/Actor_01/03-01-05-02-01-01-01.flac", "music", 5, "RAVDESS angry (en), music 5 dB"),
     ("../shared/data/ravdess/Actor_02/03-01-04-02-02-01-02.flac", "white", 10, "RAVDESS sad (en), white 10 dB"),
 )
+# The labels of each example corpus: an example is offered only with a model trained on that label set (a CASIA
+# model is not asked about RAVDESS's English actors, nor the reverse). Keyed by the corpus folder in the path.
+EXAMPLE_CORPUS_LABELS = {
+    "casia": ("angry", "fear", "happy", "neutral", "sad", "surprise"),
+    "ravdess": ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"),
+}
 SNR_RANGE_DB = (-5, 30)
 DEFAULT_SNR_DB = 5
 SEED = 0  # the same input, noise and SNR always give the same mixture and the same answer
@@ -178,7 +184,10 @@ def read_clip(path, max_seconds: float) -> tuple[torch.Tensor, list[str]]:
     if Path(path).suffix.lower() in VIDEO_SUFFIXES:
         notes.append(f"{name} is a video file: only its audio track is analysed.")
     with _conversion_notes(notes):
-        waveform, rate = decode_audio(str(path), name=name)
+        try:
+            waveform, rate = decode_audio(str(path), name=name)
+        except ValueError as error:  # the page shows the upload's name, never the server's temporary path
+            raise ValueError(str(error).replace(str(path), name).replace(str(Path(path).parent), "")) from None
         waveform = prepare_waveform(waveform, rate, name=name, max_seconds=max_seconds)
     if is_silent(waveform, threshold_db=SILENCE_DB):
         raise ValueError(
@@ -195,8 +204,7 @@ def add_noise(bank: NoiseBank, category: str, speech: torch.Tensor, snr_db: floa
     generator = torch.Generator().manual_seed(seed)
     entries = bank.entries_for(category)
     entry = entries[int(torch.randint(len(entries), (1,), generator=generator))]
-    # Synthetic noise is drawn at least as long as mix_at_snr accepts, so a very short clip can still be mixed.
-    noise = bank.load(entry, num_samples=max(speech.numel(), MIN_NOISE_SAMPLES), generator=generator)
+    noise = bank.load(entry, num_samples=speech.numel(), generator=generator)  # synthetic: at least 0.1 s
     mixture = mix_at_snr(speech, noise, float(snr_db), generator=generator)
     return mixture, f"Noise: {category} ({Path(entry.path).name}) at {float(snr_db):g} dB SNR."
 
@@ -254,9 +262,19 @@ def _analyse_for_page(classifier: Classifier, bank: NoiseBank, audio_path, categ
     )
 
 
-def _available_examples(examples, categories) -> list[tuple]:
-    """The examples whose clip exists here and whose noise is offered (a Space has neither corpus)."""
-    return [example for example in examples if Path(example[0]).is_file() and example[1] in categories]
+def _example_fits(path, labels) -> bool:
+    """False when the example's corpus (a folder named in EXAMPLE_CORPUS_LABELS) has other labels than the model."""
+    corpora = [part for part in Path(path).parts if part.lower() in EXAMPLE_CORPUS_LABELS]
+    return labels is None or not corpora or set(EXAMPLE_CORPUS_LABELS[corpora[-1].lower()]) == set(labels)
+
+
+def _available_examples(examples, categories, labels=None) -> list[tuple]:
+    """The examples whose clip exists here, whose noise is offered (a Space has neither corpus) and whose corpus
+    has the model's labels."""
+    return [
+        example for example in examples
+        if Path(example[0]).is_file() and example[1] in categories and _example_fits(example[0], labels)
+    ]
 
 
 def build_demo(model_path=DEFAULT_MODEL, noise_dir=DEFAULT_NOISE_DIR, examples=DEFAULT_EXAMPLES) -> gr.Blocks:
@@ -269,7 +287,7 @@ def build_demo(model_path=DEFAULT_MODEL, noise_dir=DEFAULT_NOISE_DIR, examples=D
             gr.Markdown(f"{title}\n\n{error}")
         return demo
     bank = load_noise_bank(noise_dir)
-    example_rows = _available_examples(examples, bank.categories)
+    example_rows = _available_examples(examples, bank.categories, classifier.labels)
 
     def run(audio_path, category, snr_db):
         return _analyse_for_page(classifier, bank, audio_path, category, snr_db)

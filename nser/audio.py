@@ -27,21 +27,35 @@ MAX_SAMPLING_RATE = 384000
 MAX_CHANNELS = 8
 
 
-# Integer PCM full scale: how soundfile and torchaudio map int16/int32 samples to [-1, 1).
-_PCM_FULL_SCALE = {torch.int16: 2.0**15, torch.int32: 2.0**31}
+# Integer PCM full scale: how soundfile and torchaudio map integer samples to [-1, 1). 8-bit PCM (as in WAV files) is
+# unsigned, centred on 128; int8 is its signed form.
+_PCM_FULL_SCALE = {torch.int8: 2.0**7, torch.int16: 2.0**15, torch.int32: 2.0**31}
+_PCM_OFFSET = {torch.uint8: 2.0**7}
 
 
 def _as_float_tensor(waveform, name: str) -> torch.Tensor:
-    """Float32 tensor from floats or int16/int32 PCM; anything else is not audio."""
+    """Float32 tensor from floats or integer PCM (int8, uint8, int16, int32), scaled to [-1, 1); any other dtype is
+    refused: int64 or uint16 samples have no agreed scale, and read as floats they would be a silent wrong answer."""
     if not isinstance(waveform, torch.Tensor):
         array = np.asarray(waveform)
-        if array.dtype.kind not in "fi":
+        if array.dtype.kind not in "fiu" or array.dtype == np.bool_:
             raise ValueError(f"{name}: audio samples must be numbers, got dtype {array.dtype}")
+        if array.dtype.kind == "u" and array.dtype != np.uint8:  # torch cannot hold every unsigned type
+            raise ValueError(
+                f"{name}: audio samples of dtype {array.dtype} are neither float nor integer PCM "
+                "(int8, uint8, int16, int32); convert them to float32 in [-1, 1]"
+            )
         waveform = torch.from_numpy(np.ascontiguousarray(array))
     if waveform.dtype in _PCM_FULL_SCALE:
         return waveform.to(torch.float32) / _PCM_FULL_SCALE[waveform.dtype]
+    if waveform.dtype in _PCM_OFFSET:
+        offset = _PCM_OFFSET[waveform.dtype]
+        return (waveform.to(torch.float32) - offset) / offset
     if not waveform.is_floating_point():
-        raise ValueError(f"{name}: audio samples must be float or int16/int32 PCM, got dtype {waveform.dtype}")
+        raise ValueError(
+            f"{name}: audio samples of dtype {waveform.dtype} are neither float nor integer PCM "
+            "(int8, uint8, int16, int32); convert them to float32 in [-1, 1]"
+        )
     return waveform.to(torch.float32)
 
 
@@ -102,7 +116,7 @@ def prepare_waveform(
     """Checks a user waveform and returns it as a 1-D float32 tensor at ``target_rate``.
 
     Accepts numpy arrays or tensors, 1-D or 2-D (``(channels, samples)``, or ``(samples, channels)`` when one
-    dimension is at most 8 long); integer PCM is scaled to [-1, 1). Raises ``ValueError`` naming ``name`` for
+    dimension is at most 8 long); integer PCM (int8, uint8, int16, int32) is scaled to [-1, 1). Raises ``ValueError`` naming ``name`` for
     empty audio, NaN/Inf samples, a non-numeric dtype or an implausible sampling rate. Logged fallbacks:
     several channels are averaged (warning: the caller may not expect it), another rate is resampled
     (info), audio longer than ``max_seconds`` is truncated (warning). Silence is returned unchanged: it is

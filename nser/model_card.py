@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from nser.model_folder import is_local_path
 from nser.report import markdown_table
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,14 @@ def _conditions_summary(rows: Sequence[Mapping]) -> str:
         f"{noise} at {', '.join(f'{snr:g}' for snr in sorted(snrs))} dB" if snrs else noise
         for noise, snrs in snrs_by_noise.items()
     )
+
+
+def _public_name(name: str) -> tuple[str, bool]:
+    """(what the card shows, whether it is a Hub id): a local path is shown as its last component only, so the
+    card carries no path of the machine that trained the model and no broken Hub link."""
+    if is_local_path(name):
+        return f"{Path(str(name).rstrip('/')).name} (a local copy)", False
+    return name, True
 
 
 def _layer_weights_markdown(layer_weights: Mapping[str, Sequence[float]]) -> str:
@@ -130,9 +139,11 @@ def render_model_card(
             raise ValueError(
                 f"condition {row['condition']!r} has labels {row['labels']}, expected {list(label_names)}"
             )
+    base_model, base_model_on_hub = _public_name(base_model)
+    dataset_name, _ = _public_name(dataset_name)
     card_data = ModelCardData(
         model_name=model_name,
-        base_model=base_model,
+        base_model=base_model if base_model_on_hub else None,
         datasets=[dataset_id] if dataset_id else None,
         license=license,
         library_name="transformers",
@@ -146,6 +157,7 @@ def render_model_card(
         template_path=str(template_path),
         model_name=model_name,
         base_model=base_model,
+        base_model_on_hub=base_model_on_hub,
         dataset_name=dataset_name,
         dataset_id=dataset_id,
         label_names=list(label_names),

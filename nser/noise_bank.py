@@ -17,7 +17,7 @@ import torch
 from datasets import Audio, Dataset, DatasetDict, concatenate_datasets, load_from_disk
 
 from .audio import load_audio, waveform_from_value
-from .noise import pink_noise, white_noise
+from .noise import MIN_NOISE_SAMPLES, pink_noise, white_noise
 
 logger = logging.getLogger(__name__)
 
@@ -134,11 +134,13 @@ class NoiseBank:
 
     def load(self, entry: NoiseEntry, num_samples: int | None = None, generator: torch.Generator | None = None):
         """16 kHz mono float32 noise for ``entry``. Files are read once and cached (do not modify the
-        tensor); synthetic noise is generated with ``num_samples`` samples from ``generator``."""
+        tensor); synthetic noise is generated from ``generator`` with ``num_samples`` samples, or
+        ``nser.noise.MIN_NOISE_SAMPLES`` (0.1 s) when that is more, so that clips of any length can be mixed
+        (``mix_at_snr`` crops it to the clip)."""
         if entry.synthetic:
             if num_samples is None:
                 raise ValueError(f"{entry.path}: synthetic noise needs num_samples")
-            return SYNTHETIC[entry.category](num_samples, generator)
+            return SYNTHETIC[entry.category](max(int(num_samples), MIN_NOISE_SAMPLES), generator)
         if entry not in self._cache:
             self._cache[entry] = self._read(entry)
         return self._cache[entry]

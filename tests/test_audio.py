@@ -81,6 +81,19 @@ def test_prepare_waveform_scales_int16_pcm():
     assert prepare_waveform(pcm, 16000, "x").tolist() == [0.5, -1.0, 0.0]
 
 
+@pytest.mark.parametrize(
+    ("pcm", "expected"),
+    [
+        (np.array([64, -128, 0], dtype=np.int8), [0.5, -1.0, 0.0]),
+        (np.array([192, 0, 128], dtype=np.uint8), [0.5, -1.0, 0.0]),  # 8-bit WAV: unsigned, centred on 128
+        (np.array([2**30, -(2**31), 0], dtype=np.int32), [0.5, -1.0, 0.0]),
+        (torch.tensor([192, 0, 128], dtype=torch.uint8), [0.5, -1.0, 0.0]),
+    ],
+)
+def test_prepare_waveform_scales_every_integer_pcm_type(pcm, expected):
+    assert prepare_waveform(pcm, 16000, "x").tolist() == expected
+
+
 def test_prepare_waveform_resamples_with_info(caplog):
     samples = tone(1.0, rate=48000)
     with caplog.at_level(logging.INFO, logger="nser.audio"):
@@ -117,7 +130,10 @@ def test_prepare_waveform_keeps_silence():
         (tone(0.1), "16000", "got '16000'"),
         (np.array(["a", "b"]), 16000, "clip: audio samples must be numbers, got dtype <U1"),
         (np.array([1 + 1j, 0j]), 16000, "clip: audio samples must be numbers, got dtype complex128"),
-        (torch.tensor([True, False]), 16000, "clip: audio samples must be float or int16/int32 PCM, got dtype torch.bool"),
+        (torch.tensor([True, False]), 16000, "clip: audio samples of dtype torch.bool are neither float nor integer PCM"),
+        (np.array([True, False]), 16000, "clip: audio samples must be numbers, got dtype bool"),
+        (np.array([1, 2], dtype=np.int64), 16000, "clip: audio samples of dtype torch.int64 are neither float nor integer PCM \\(int8, uint8, int16, int32\\)"),
+        (np.array([1, 2], dtype=np.uint16), 16000, "clip: audio samples of dtype uint16 are neither float nor integer PCM"),
         (np.zeros((2, 2, 100), dtype=np.float32), 16000, "clip: expected a 1-D or 2-D waveform, got shape \\(2, 2, 100\\)"),
         (np.zeros((100, 200), dtype=np.float32), 16000, "clip: cannot tell channels from samples in shape \\(100, 200\\)"),
     ],

@@ -58,6 +58,13 @@ def test_trains_evaluates_every_condition_and_writes_model_report_and_card(asset
     assert len(card.data.eval_results) == 3 * len(conditions)  # macro-F1, UA, WA per condition
     assert "## How the method compares" in card.text and "python -m bench.robustness --budget" in card.text
     assert (model_dir / "handler.py").exists() and (model_dir / "results.json").exists()
+    # Shareable as it is: no local path, every file readable, the integer-PCM-safe feature extractor.
+    assert str(assets["whisper"]) not in (model_dir / "config.json").read_text() + card.text.split("## How to use")[0]
+    assert "huggingface.co//" not in card.text
+    assert all(path.stat().st_mode & 0o044 == 0o044 for path in model_dir.iterdir())
+    assert json.loads((model_dir / "preprocessor_config.json").read_text())["auto_map"] == {
+        "AutoFeatureExtractor": "feature_extraction_nser.NserFeatureExtractor"
+    }
     loaded = AutoModelForAudioClassification.from_pretrained(model_dir, trust_remote_code=True)
     assert [loaded.config.id2label[i] for i in range(4)] == LABELS
     with open(tmp_path / "out" / "noise_split.csv") as f:
