@@ -29,6 +29,7 @@ def prepare(
     validation_speakers=None,
     push_to_hub=None,
     overwrite=False,
+    skip_bad_files=False,
 ):
     """CASIA as train/validation/test by speaker (defaults: see the module docstring)."""
     source_dir = corpus.check_inputs(source_dir, push_to_hub)
@@ -39,7 +40,7 @@ def prepare(
         name = corpus.parse_name(path, NAME, "<text id>.wav, digits like 201.wav")
         rows.append(corpus.row(path, source_dir, label=label, speaker=speaker, **name))
     corpus.assign_splits(rows, "speaker", test_speakers, validation_speakers)
-    return corpus.save(rows, FEATURES, output_dir, push_to_hub, overwrite)
+    return corpus.save(rows, FEATURES, output_dir, push_to_hub, overwrite, skip_bad_files)
 
 
 def main(argv=None):

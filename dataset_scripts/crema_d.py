@@ -30,6 +30,7 @@ def prepare(
     validation_speakers=None,
     push_to_hub=None,
     overwrite=False,
+    skip_bad_files=False,
 ):
     """CREMA-D as train/validation/test by actor (defaults: see the module docstring)."""
     source_dir = corpus.check_inputs(source_dir, push_to_hub)
@@ -42,7 +43,7 @@ def prepare(
     n_actors = len({r["speaker"] for r in rows})
     n_test, n_validation = max(1, round(0.2 * n_actors)), max(1, round(0.1 * n_actors))
     corpus.assign_splits(rows, "speaker", test_speakers, validation_speakers, n_test, n_validation)
-    return corpus.save(rows, FEATURES, output_dir, push_to_hub, overwrite)
+    return corpus.save(rows, FEATURES, output_dir, push_to_hub, overwrite, skip_bad_files)
 
 
 def main(argv=None):

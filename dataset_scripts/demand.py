@@ -32,7 +32,7 @@ def _segment(path, start: int, stop: int) -> dict:
     return {"bytes": buffer.getvalue(), "path": None}
 
 
-def prepare(source_dir, output_dir=None, channel=1, test_fraction=0.3, push_to_hub=None, overwrite=False):
+def prepare(source_dir, output_dir=None, channel=1, test_fraction=0.3, push_to_hub=None, overwrite=False, skip_bad_files=False):
     """DEMAND as train/test noise, each recording cut in time."""
     source_dir = corpus.check_inputs(source_dir, push_to_hub)
     if not 0 < test_fraction < 1:
@@ -55,7 +55,7 @@ def prepare(source_dir, output_dir=None, channel=1, test_fraction=0.3, push_to_h
                     "source": f"{environment}/{path.stem}:{seconds}",
                 }
             )
-    return corpus.save(rows, corpus.NOISE_FEATURES, output_dir, push_to_hub, overwrite)
+    return corpus.save(rows, corpus.NOISE_FEATURES, output_dir, push_to_hub, overwrite, skip_bad_files)
 
 
 def main(argv=None):

@@ -31,6 +31,7 @@ def prepare(
     validation_speakers=None,
     push_to_hub=None,
     overwrite=False,
+    skip_bad_files=False,
 ):
     """EmoDB as train/validation/test by speaker (defaults: see the module docstring)."""
     source_dir = corpus.check_inputs(source_dir, push_to_hub)
@@ -40,7 +41,7 @@ def prepare(
         label = corpus.lookup(code.pop("emotion"), EMOTION_CODES, "emotion letter", path)
         rows.append(corpus.row(path, source_dir, label=label, **code))
     corpus.assign_splits(rows, "speaker", test_speakers, validation_speakers, n_test=2, n_validation=2)
-    return corpus.save(rows, FEATURES, output_dir, push_to_hub, overwrite)
+    return corpus.save(rows, FEATURES, output_dir, push_to_hub, overwrite, skip_bad_files)
 
 
 def main(argv=None):

@@ -37,7 +37,7 @@ def _metadata(source_dir):
         return {record["filename"].rsplit(".", 1)[0]: record for record in csv.DictReader(f)}
 
 
-def prepare(source_dir, output_dir=None, test_fold=5, push_to_hub=None, overwrite=False):
+def prepare(source_dir, output_dir=None, test_fold=5, push_to_hub=None, overwrite=False, skip_bad_files=False):
     """ESC-50 as train/test noise, fold `test_fold` in test."""
     source_dir = corpus.check_inputs(source_dir, push_to_hub)
     metadata = _metadata(source_dir)
@@ -61,7 +61,7 @@ def prepare(source_dir, output_dir=None, test_fold=5, push_to_hub=None, overwrit
         logger.warning("%d clips of meta/esc50.csv have no audio file", len(metadata) - len(rows))
     if not any(r["split"] == "test" for r in rows):
         raise ValueError(f"no clip in test_fold {test_fold}; folds: {sorted({r['fold'] for r in metadata.values()})}")
-    return corpus.save(rows, corpus.NOISE_FEATURES, output_dir, push_to_hub, overwrite)
+    return corpus.save(rows, corpus.NOISE_FEATURES, output_dir, push_to_hub, overwrite, skip_bad_files)
 
 
 def main(argv=None):

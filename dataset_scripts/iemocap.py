@@ -54,6 +54,7 @@ def prepare(
     validation_sessions=4,
     push_to_hub=None,
     overwrite=False,
+    skip_bad_files=False,
 ):
     """IEMOCAP 4-class as train/validation/test by session (defaults: see the module docstring)."""
     source_dir = corpus.check_inputs(source_dir, push_to_hub)
@@ -80,7 +81,7 @@ def prepare(
         )
     logger.info("kept %d utterances; dropped (label: count): %s", len(rows), dict(dropped))
     corpus.assign_splits(rows, "session", test_sessions, validation_sessions)
-    return corpus.save(rows, FEATURES, output_dir, push_to_hub, overwrite)
+    return corpus.save(rows, FEATURES, output_dir, push_to_hub, overwrite, skip_bad_files)
 
 
 def main(argv=None):

@@ -70,7 +70,7 @@ def _extract(video: Path, wav: Path) -> bool:
     return True
 
 
-def prepare(source_dir, output_dir=None, wav_dir=None, num_workers=4, push_to_hub=None, overwrite=False):
+def prepare(source_dir, output_dir=None, wav_dir=None, num_workers=4, push_to_hub=None, overwrite=False, skip_bad_files=False):
     """MELD as its official train/validation/test splits, audio extracted when needed."""
     source_dir = corpus.check_inputs(source_dir, push_to_hub)
     wav_dir = Path(wav_dir) if wav_dir else source_dir / "wav"
@@ -117,7 +117,7 @@ def prepare(source_dir, output_dir=None, wav_dir=None, num_workers=4, push_to_hu
         if failed:
             logger.warning("skipped %d clips ffmpeg could not read", len(failed))
             rows = [r for r in rows if r["audio"] not in failed]
-    return corpus.save(rows, FEATURES, output_dir, push_to_hub, overwrite)
+    return corpus.save(rows, FEATURES, output_dir, push_to_hub, overwrite, skip_bad_files)
 
 
 def main(argv=None):

@@ -19,7 +19,7 @@ from nser import corpus
 CATEGORIES = {"noise": "noise", "music": "music", "speech": "babble"}
 
 
-def prepare(source_dir, output_dir=None, test_fraction=0.3, push_to_hub=None, overwrite=False):
+def prepare(source_dir, output_dir=None, test_fraction=0.3, push_to_hub=None, overwrite=False, skip_bad_files=False):
     """MUSAN as train/test noise, split by file hash."""
     source_dir = corpus.check_inputs(source_dir, push_to_hub)
     rows = []
@@ -36,7 +36,7 @@ def prepare(source_dir, output_dir=None, test_fraction=0.3, push_to_hub=None, ov
                 source=source,
             )
         )
-    return corpus.save(rows, corpus.NOISE_FEATURES, output_dir, push_to_hub, overwrite)
+    return corpus.save(rows, corpus.NOISE_FEATURES, output_dir, push_to_hub, overwrite, skip_bad_files)
 
 
 def main(argv=None):

@@ -43,7 +43,7 @@ def _metadata(source_dir: Path) -> dict[Path, dict] | None:
     return by_file
 
 
-def prepare(source_dir, output_dir=None, test_fraction=0.3, push_to_hub=None, overwrite=False):
+def prepare(source_dir, output_dir=None, test_fraction=0.3, push_to_hub=None, overwrite=False, skip_bad_files=False):
     """A noise folder as train/test, split by its metadata.csv or by file hash."""
     source_dir = corpus.check_inputs(source_dir, push_to_hub)
     metadata = _metadata(source_dir)
@@ -66,7 +66,7 @@ def prepare(source_dir, output_dir=None, test_fraction=0.3, push_to_hub=None, ov
                 source=source,
             )
         )
-    return corpus.save(rows, corpus.NOISE_FEATURES, output_dir, push_to_hub, overwrite)
+    return corpus.save(rows, corpus.NOISE_FEATURES, output_dir, push_to_hub, overwrite, skip_bad_files)
 
 
 def main(argv=None):

@@ -42,6 +42,7 @@ def prepare(
     validation_speakers=None,
     push_to_hub=None,
     overwrite=False,
+    skip_bad_files=False,
 ):
     """RAVDESS speech as train/validation/test by actor (defaults: see the module docstring)."""
     source_dir = corpus.check_inputs(source_dir, push_to_hub)
@@ -69,7 +70,7 @@ def prepare(
     if skipped:
         logger.warning("skipped files that are not audio-only speech (modality-channel: count): %s", dict(skipped))
     corpus.assign_splits(rows, "speaker", test_speakers, validation_speakers, n_test=2, n_validation=2)
-    return corpus.save(rows, FEATURES, output_dir, push_to_hub, overwrite)
+    return corpus.save(rows, FEATURES, output_dir, push_to_hub, overwrite, skip_bad_files)
 
 
 def main(argv=None):

@@ -36,6 +36,7 @@ def prepare(
     validation_speakers=(),
     push_to_hub=None,
     overwrite=False,
+    skip_bad_files=False,
 ):
     """TESS as train/test by speaker (defaults: see the module docstring)."""
     source_dir = corpus.check_inputs(source_dir, push_to_hub)
@@ -49,7 +50,7 @@ def prepare(
         label = corpus.lookup(folder["emotion"].lower(), EMOTION_FOLDERS, "emotion folder", path.parent)
         rows.append(corpus.row(path, source_dir, label=label, speaker=speaker, word=name["word"].lower()))
     corpus.assign_splits(rows, "speaker", test_speakers, validation_speakers)
-    return corpus.save(rows, FEATURES, output_dir, push_to_hub, overwrite)
+    return corpus.save(rows, FEATURES, output_dir, push_to_hub, overwrite, skip_bad_files)
 
 
 def main(argv=None):

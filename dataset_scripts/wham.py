@@ -16,7 +16,7 @@ from nser import corpus
 SPLITS = {"tr": "train", "cv": "train", "tt": "test"}
 
 
-def prepare(source_dir, output_dir=None, push_to_hub=None, overwrite=False):
+def prepare(source_dir, output_dir=None, push_to_hub=None, overwrite=False, skip_bad_files=False):
     """WHAM! noise as train (tr + cv) and test (tt)."""
     source_dir = corpus.check_inputs(source_dir, push_to_hub)
     rows = []
@@ -32,7 +32,7 @@ def prepare(source_dir, output_dir=None, push_to_hub=None, overwrite=False):
                 source=corpus.recording_id(path, source_dir),
             )
         )
-    return corpus.save(rows, corpus.NOISE_FEATURES, output_dir, push_to_hub, overwrite)
+    return corpus.save(rows, corpus.NOISE_FEATURES, output_dir, push_to_hub, overwrite, skip_bad_files)
 
 
 def main(argv=None):

@@ -13,13 +13,16 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import huggingface_hub
+import soundfile
 from datasets import Audio, ClassLabel, Dataset, DatasetDict, Features, Value, load_from_disk
 
 logger = logging.getLogger(__name__)
@@ -30,6 +33,8 @@ AUDIO_EXTENSIONS = (".wav", ".flac")
 SPLITS = ("train", "validation", "test")
 # Written last into output_dir: its presence means the output is complete, its fingerprint what it holds.
 MARKER = "nser_prepare.json"
+# Written into output_dir by `save(..., skip_bad_files=True)`: the files left out, and why.
+BAD_FILES = "bad_files.tsv"
 # One feature object for every corpus: decode to 16 kHz mono whatever the file's rate and channels.
 AUDIO = Audio(sampling_rate=SAMPLING_RATE, num_channels=1)
 
@@ -171,6 +176,53 @@ def hash_split(key: str, test_fraction: float) -> str:
     return "test" if value < test_fraction else "train"
 
 
+def audio_problem(path) -> str | None:
+    """Why the audio file at `path` cannot be used (cannot be opened, not audio, no samples), or None when it can.
+
+    A header read, not a decode: libsndfile's, then FFmpeg's (torchcodec) for what libsndfile does not read."""
+    path = Path(path)
+    if not path.is_file():
+        return "file not found"
+    if path.stat().st_size == 0:
+        return "empty file (0 bytes)"
+    try:
+        info = soundfile.info(str(path))
+        frames, rate = info.frames, info.samplerate
+    except (soundfile.LibsndfileError, RuntimeError) as sndfile_error:
+        try:
+            from torchcodec.decoders import AudioDecoder
+
+            metadata = AudioDecoder(str(path)).metadata
+            rate = metadata.sample_rate
+            frames = round((metadata.duration_seconds_from_header or 0) * (rate or 0)) if rate else 0
+        except Exception as ffmpeg_error:  # torchcodec raises RuntimeError or ValueError by FFmpeg's error
+            return f"not decodable audio ({sndfile_error}; {type(ffmpeg_error).__name__}: {ffmpeg_error})"
+    if not rate or frames <= 0:
+        return "no audio samples"
+    return None
+
+
+def check_audio_files(rows: list[dict], skip_bad_files: bool = False) -> tuple[list[dict], list[tuple[str, str]]]:
+    """(usable rows, [(path, problem)]) after a header read of every row's audio file, in parallel. Without
+    `skip_bad_files` any bad file stops the preparation with one error listing them all. Rows whose audio is
+    made in memory (a callable) are not checked here."""
+    paths = [r["audio"] for r in rows if isinstance(r["audio"], (str, Path))]
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        problems = dict(zip(paths, pool.map(audio_problem, paths)))
+    bad = [(str(path), problem) for path, problem in problems.items() if problem]
+    if not bad:
+        return rows, []
+    listed = "\n".join(f"  {path}: {problem}" for path, problem in bad)
+    if not skip_bad_files:
+        raise ValueError(
+            f"{len(bad)} of {len(paths)} audio files cannot be used:\n{listed}\n"
+            "Fix or remove them, or pass --skip_bad_files to leave them out (the list is then written next to the dataset)."
+        )
+    logger.warning("leaving out %d of %d audio files that cannot be used:\n%s", len(bad), len(paths), listed)
+    bad_paths = {path for path, _ in bad}
+    return [r for r in rows if not (isinstance(r["audio"], (str, Path)) and str(r["audio"]) in bad_paths)], bad
+
+
 def _fingerprint(rows: list[dict], features: Features) -> str:
     # What the output holds: every row but its decoded audio (its `path`, `source` name it) and the schema.
     manifest = [{k: v for k, v in r.items() if k != "audio"} for r in rows]
@@ -222,11 +274,17 @@ def save(
     output_dir: str | Path | None = None,
     push_to_hub: str | None = None,
     overwrite: bool = False,
+    skip_bad_files: bool = False,
 ) -> DatasetDict:
     """Build the DatasetDict from manifest rows; save it (skipped when already done) and push it if asked.
 
-    With `output_dir` the returned dataset is the saved one, audio embedded, identical on later calls.
+    With `output_dir` the returned dataset is the saved one, audio embedded, identical on later calls. Every audio
+    file is checked first (`check_audio_files`): a bad one stops the preparation with the list of bad files, or
+    with `skip_bad_files` is left out and listed in `output_dir/bad_files.tsv` (path, problem).
     """
+    rows, bad = check_audio_files(rows, skip_bad_files)
+    if not rows:
+        raise ValueError("no usable audio file left after leaving out the bad ones")
     if output_dir is None:
         dataset = _build(rows, features)
     else:
@@ -238,6 +296,12 @@ def save(
             _build(rows, features).save_to_disk(str(output_dir))
             (output_dir / MARKER).write_text(json.dumps({"fingerprint": fingerprint, "rows": len(rows)}))
             logger.info("saved to %s", output_dir)
+        bad_list = output_dir / BAD_FILES
+        if bad:
+            bad_list.write_text("path\tproblem\n" + "".join(f"{p}\t{problem}\n" for p, problem in bad), encoding="utf-8")
+            logger.warning("the %d files left out are listed in %s", len(bad), bad_list)
+        elif bad_list.exists():
+            bad_list.unlink()
         dataset = load_from_disk(str(output_dir))
     logger.info("rows per split: %s", {name: split.num_rows for name, split in dataset.items()})
     if push_to_hub:
@@ -253,6 +317,10 @@ def argument_parser(doc: str) -> argparse.ArgumentParser:
     parser.add_argument("--output_dir", help="save_to_disk here (skipped when it already holds this result)")
     parser.add_argument("--push_to_hub", metavar="USER/NAME", help="push the DatasetDict to this Hub repo")
     parser.add_argument("--overwrite", action="store_true", help="replace a different dataset in output_dir")
+    parser.add_argument(
+        "--skip_bad_files", action="store_true",
+        help=f"leave out audio files that cannot be decoded (listed in <output_dir>/{BAD_FILES}) instead of stopping",
+    )
     return parser
 
 

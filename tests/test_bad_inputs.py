@@ -18,7 +18,7 @@ import pytest
 import soundfile
 import torch
 from conftest import tone
-from datasets import Audio, Dataset
+from datasets import Audio, Dataset, load_from_disk
 from transformers import AutoFeatureExtractor, WhisperFeatureExtractor, pipeline
 
 from handler import EndpointHandler
@@ -309,3 +309,42 @@ def test_demo_mixes_a_10_ms_clip_with_synthetic_noise(demo_app):
     for category in ("white", "pink"):
         mixture, note = demo_app.add_noise(NoiseBank().split("test"), category, speech, 5)
         assert mixture.shape == (160,) and measured_snr_db(speech, mixture) == pytest.approx(5.0, abs=1e-3)
+
+
+# ----------------------------------------------------------------------------- dataset_scripts on broken files
+@pytest.fixture
+def broken_casia(tmp_path):
+    import fixtures_corpora
+
+    root = fixtures_corpora.casia(tmp_path)
+    (root / "wangzhe" / "sad" / "249.wav").write_bytes(b"")  # 0 bytes
+    (root / "wangzhe" / "happy" / "248.wav").write_text("RIFF? no: a text file renamed .wav\n")
+    return root
+
+
+def test_dataset_script_stops_with_the_list_of_bad_files(broken_casia, tmp_path):
+    from dataset_scripts import casia
+
+    with pytest.raises(ValueError) as error:
+        casia.prepare(broken_casia, tmp_path / "out")
+    lines = str(error.value).splitlines()
+    total = len(list(broken_casia.rglob("*.wav")))
+    assert lines[0] == f"2 of {total} audio files cannot be used:"
+    assert lines[1].startswith(f"  {(broken_casia / 'wangzhe' / 'happy' / '248.wav').resolve()}: not decodable audio (")
+    assert lines[2] == f"  {(broken_casia / 'wangzhe' / 'sad' / '249.wav').resolve()}: empty file (0 bytes)"
+    assert "pass --skip_bad_files to leave them out" in lines[3]
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_dataset_script_skips_bad_files_and_lists_them_next_to_the_dataset(broken_casia, tmp_path):
+    from dataset_scripts import casia
+
+    total = len(list(broken_casia.rglob("*.wav")))
+    casia.main(["--source_dir", str(broken_casia), "--output_dir", str(tmp_path / "out"), "--skip_bad_files"])
+    dataset = load_from_disk(str(tmp_path / "out"))
+    assert sum(split.num_rows for split in dataset.values()) == total - 2
+    paths = {path for split in dataset.values() for path in split["path"]}
+    assert "wangzhe/sad/249.wav" not in paths and "wangzhe/happy/248.wav" not in paths
+    listed = (tmp_path / "out" / "bad_files.tsv").read_text().splitlines()
+    assert listed[0] == "path\tproblem" and len(listed) == 3
+    assert listed[2] == f"{(broken_casia / 'wangzhe' / 'sad' / '249.wav').resolve()}\tempty file (0 bytes)"
