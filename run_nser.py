@@ -24,6 +24,7 @@ from nser.experiment import run_experiment
 from nser.hub import add_inference_handler, check_push_possible, push_model_folder
 from nser.model_card import benchmark_markdown, render_model_card
 from nser.model_folder import finalize_model_folder
+from nser.preflight import preflight
 from nser.report import write_report
 
 logger = logging.getLogger("run_nser")
@@ -126,6 +127,7 @@ def main(argv=None):
     set_training_defaults(training_args)
     set_seed(training_args.seed)
     command = "python run_nser.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    preflight(data_args, noise_args, training_args)  # every argument and file checked before any model is loaded
     result = run_experiment(model_args, data_args, noise_args, training_args, run_args)
     trainer = result["trainer"]
     if trainer is None or trainer.is_world_process_zero():

@@ -195,3 +195,31 @@ def is_silent(waveform, threshold_db: float = -60.0) -> bool:
         return True
     power = tensor.square().mean().item()
     return power == 0.0 or 10.0 * math.log10(power) < threshold_db
+
+
+def audio_problem(path, min_seconds: float = 0.0) -> str | None:
+    """Why the audio file at ``path`` cannot be used (missing, cannot be opened, not audio, no samples, shorter
+    than ``min_seconds``), or None when it can. A header read, not a decode: libsndfile's, then FFmpeg's
+    (torchcodec) for the formats libsndfile does not read; fast enough to check every file of a corpus first."""
+    path = Path(path)
+    if not path.is_file():
+        return "file not found"
+    if path.stat().st_size == 0:
+        return "empty file (0 bytes)"
+    try:
+        info = soundfile.info(str(path))
+        frames, rate = info.frames, info.samplerate
+    except (soundfile.LibsndfileError, RuntimeError) as sndfile_error:
+        try:
+            from torchcodec.decoders import AudioDecoder
+
+            metadata = AudioDecoder(str(path)).metadata
+            rate = metadata.sample_rate
+            frames = round((metadata.duration_seconds_from_header or 0) * (rate or 0)) if rate else 0
+        except Exception as ffmpeg_error:  # torchcodec raises RuntimeError or ValueError by FFmpeg's error
+            return f"not decodable audio ({sndfile_error}; {type(ffmpeg_error).__name__}: {ffmpeg_error})"
+    if not rate or frames <= 0:
+        return "no audio samples"
+    if frames < min_seconds * rate:
+        return f"{frames / rate:.3g} s long, shorter than the {min_seconds:g} s needed"
+    return None

@@ -17,13 +17,14 @@ import os
 import re
 import shutil
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import huggingface_hub
-import soundfile
 from datasets import Audio, ClassLabel, Dataset, DatasetDict, Features, Value, load_from_disk
+
+from nser.audio import audio_problem
 
 logger = logging.getLogger(__name__)
 
@@ -174,32 +175,6 @@ def hash_split(key: str, test_fraction: float) -> str:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     value = int.from_bytes(hashlib.sha1(key.encode()).digest()[:8], "big") / 2**64
     return "test" if value < test_fraction else "train"
-
-
-def audio_problem(path) -> str | None:
-    """Why the audio file at `path` cannot be used (cannot be opened, not audio, no samples), or None when it can.
-
-    A header read, not a decode: libsndfile's, then FFmpeg's (torchcodec) for what libsndfile does not read."""
-    path = Path(path)
-    if not path.is_file():
-        return "file not found"
-    if path.stat().st_size == 0:
-        return "empty file (0 bytes)"
-    try:
-        info = soundfile.info(str(path))
-        frames, rate = info.frames, info.samplerate
-    except (soundfile.LibsndfileError, RuntimeError) as sndfile_error:
-        try:
-            from torchcodec.decoders import AudioDecoder
-
-            metadata = AudioDecoder(str(path)).metadata
-            rate = metadata.sample_rate
-            frames = round((metadata.duration_seconds_from_header or 0) * (rate or 0)) if rate else 0
-        except Exception as ffmpeg_error:  # torchcodec raises RuntimeError or ValueError by FFmpeg's error
-            return f"not decodable audio ({sndfile_error}; {type(ffmpeg_error).__name__}: {ffmpeg_error})"
-    if not rate or frames <= 0:
-        return "no audio samples"
-    return None
 
 
 def check_audio_files(rows: list[dict], skip_bad_files: bool = False) -> tuple[list[dict], list[tuple[str, str]]]:

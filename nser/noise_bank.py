@@ -10,13 +10,15 @@ import collections
 import csv
 import hashlib
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from datasets import Audio, Dataset, DatasetDict, concatenate_datasets, load_from_disk
 
-from .audio import load_audio, waveform_from_value
+from .audio import SAMPLING_RATE, audio_problem, load_audio, waveform_from_value
 from .noise import MIN_NOISE_SAMPLES, pink_noise, white_noise
 
 logger = logging.getLogger(__name__)
@@ -149,6 +151,28 @@ class NoiseBank:
         if entry.row is None:
             return load_audio(entry.path)
         return waveform_from_value(self._dataset[entry.row]["audio"], name=entry.path)
+
+    def problems(self) -> list[tuple[str, str]]:
+        """``[(noise, problem)]`` for every recorded noise that cannot be used: a file that is missing, not
+        decodable or shorter than 0.1 s (``MIN_NOISE_SAMPLES``), checked by a header read in parallel; a row of a
+        noise dataset, decoded. Empty when every noise can be mixed: run it before training, not at the first draw."""
+        min_seconds = MIN_NOISE_SAMPLES / SAMPLING_RATE
+        files = [entry for entry in self.files if entry.row is None]
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            found = list(zip(files, pool.map(lambda entry: audio_problem(entry.path, min_seconds), files)))
+        for entry in self.files:
+            if entry.row is not None:
+                found.append((entry, self._row_problem(entry, min_seconds)))
+        return [(entry.path, problem) for entry, problem in found if problem]
+
+    def _row_problem(self, entry: NoiseEntry, min_seconds: float) -> str | None:
+        try:
+            samples = self._read(entry).numel()
+        except ValueError as error:
+            return str(error)
+        if samples < MIN_NOISE_SAMPLES:
+            return f"{samples / SAMPLING_RATE:.3g} s long, shorter than the {min_seconds:g} s needed"
+        return None
 
     def save_split(self, path) -> Path:
         """Writes every entry as CSV (path, category, split): the record of which noise was train and test."""

@@ -348,3 +348,84 @@ def test_dataset_script_skips_bad_files_and_lists_them_next_to_the_dataset(broke
     listed = (tmp_path / "out" / "bad_files.tsv").read_text().splitlines()
     assert listed[0] == "path\tproblem" and len(listed) == 3
     assert listed[2] == f"{(broken_casia / 'wangzhe' / 'sad' / '249.wav').resolve()}\tempty file (0 bytes)"
+
+
+# ----------------------------------------------------------------------------- pre-flight check of run_nser.py
+@pytest.fixture(scope="module")
+def run_assets(tmp_path_factory):
+    from corpus_fixtures import make_noise_folder
+    from tiny_models import save_tiny_whisper
+
+    root = tmp_path_factory.mktemp("preflight")
+    clips = root / "clips"
+    clips.mkdir()
+    lines = ["path,label,speaker"]
+    for speaker in ("s1", "s2", "s3"):
+        for label in LABELS:
+            soundfile.write(clips / f"{speaker}_{label}.wav", tone(0.5, 200 + 100 * LABELS.index(label)), RATE)
+            lines.append(f"clips/{speaker}_{label}.wav,{label},{speaker}")
+    good_manifest = root / "good.csv"
+    good_manifest.write_text("\n".join(lines) + "\n")
+    soundfile.write(clips / "silent.wav", np.zeros(8000, dtype=np.float32), RATE)
+    (clips / "text.wav").write_text("not audio")
+    (clips / "empty.wav").write_bytes(b"")
+    bad_lines = lines + ["clips/silent.wav,sad,s3", "clips/text.wav,sad,s3", "clips/empty.wav,happy,s2"]
+    bad_manifest = root / "bad.csv"
+    bad_manifest.write_text("\n".join(bad_lines) + "\n")
+    bad_noise = make_noise_folder(root / "bad_noise")
+    (bad_noise / "hum" / "hum1.wav").write_text("not audio either")  # a test-split noise file
+    return {"whisper": save_tiny_whisper(root / "whisper"), "good": good_manifest, "bad": bad_manifest,
+            "noise": make_noise_folder(root / "noise"), "bad_noise": bad_noise, "root": root}
+
+
+def run_arguments(assets, manifest, output_dir, *extra, noise="noise"):
+    return [
+        "--model_name_or_path", str(assets["whisper"]), "--manifest_csv", str(manifest), "--noise_dir", str(assets[noise]),
+        "--output_dir", str(output_dir), "--config_overrides", "use_decoder=false", "--num_train_epochs", "1",
+        "--report_to", "none", "--use_cpu", "true", "--test_snrs", "0", *extra,
+    ]
+
+
+def test_preflight_lists_every_problem_before_any_model_is_loaded(run_assets, monkeypatch):
+    import nser.experiment
+    import run_nser
+    from nser.preflight import PreflightError
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded before the pre-flight check failed")
+
+    monkeypatch.setattr(nser.experiment, "build_model", no_model)
+    output_file = run_assets["root"] / "out.txt"
+    output_file.write_text("a file, not a folder")
+    arguments = run_arguments(
+        run_assets, run_assets["bad"], output_file, "--test_noise_types", "whitee", "hum", "--train_noise_types", "hiss", "pink",
+        "--test_snrs", "nan", "5", "--train_snr_low", "10", "--train_snr_high", "0", noise="bad_noise",
+    )
+    with pytest.raises(PreflightError) as error:
+        run_nser.main(arguments)
+    clips, noise = run_assets["root"] / "clips", run_assets["bad_noise"]
+    problems = error.value.problems
+    assert problems[:4] == [
+        f"--output_dir {output_file}: {output_file} is a file, not a folder",
+        "--test_snrs must be finite numbers of dB; got [nan]",
+        "--train_snr_low 10.0 is above --train_snr_high 0.0",
+        "--test_noise_types ['whitee'] not found in the noise bank's test split; available: ['hiss', 'hum', 'pink', 'white']",
+    ]
+    assert problems[4].startswith(f"noise {(noise / 'hum' / 'hum1.wav')}: not decodable audio (")
+    assert problems[5] == (f"train row 12: {(clips / 'silent.wav').resolve()}: silent (mean power 0): no SNR can be set "
+                           "against it; remove the clip")
+    assert problems[6].startswith(f"train row 13: {(clips / 'text.wav').resolve()}: cannot decode audio (")
+    assert problems[7].startswith(f"train row 14: {(clips / 'empty.wav').resolve()}: cannot decode audio (")
+    assert str(error.value).startswith("8 problem(s) found before training; nothing was trained:\n  - --output_dir")
+
+
+def test_preflight_passes_a_good_run(run_assets, caplog):
+    from nser.preflight import preflight
+    from run_nser import parse_arguments
+
+    model_args, data_args, noise_args, training_args, run_args = parse_arguments(
+        run_arguments(run_assets, run_assets["good"], run_assets["root"] / "out", "--test_noise_types", "hiss", "white")
+    )
+    with caplog.at_level(logging.INFO, logger="nser.preflight"):
+        preflight(data_args, noise_args, training_args)
+    assert "pre-flight checks passed" in caplog.text
