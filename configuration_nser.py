@@ -35,8 +35,17 @@ class NserConfig(PretrainedConfig):
         adapter_dim (`int`, *optional*, defaults to 256):
             Bottleneck size of the layer adapter's per-layer projection. Not given by the paper; 256 matches
             `WhisperForAudioClassification.classifier_proj_size`.
-        pooling (`str`, *optional*, defaults to `"mean"`):
+        pooling (`str`, *optional*, defaults to `"mean_std"`):
             Attention-masked temporal pooling of each group: `"mean"` or `"mean_std"` (statistics pooling).
+        pool_before_fusion (`bool`, *optional*, defaults to `True`):
+            Pool every layer over time first (its mean, or mean and std with `pooling="mean_std"`), then fuse the
+            pooled layer vectors (e.g. a layer adapter projecting each layer's statistics). `False` is the paper's
+            frame-level fusion (fuse each frame's layers, then pool). Pooling first makes the trainable part see
+            `layers x 2 x d_model` numbers per clip, so cached training epochs cost almost nothing.
+        standardize_features (`bool`, *optional*, defaults to `True`):
+            With `pool_before_fusion`, standardise every layer's pooled vector with the training set's mean and
+            standard deviation (set by `set_feature_statistics`, saved with the weights): Whisper's layers differ in
+            scale by orders of magnitude, which a single learning rate serves badly.
         embedding_dim (`int`, *optional*, defaults to 256):
             Width of the embedding module that combines the pooled encoder and decoder groups.
         classifier_dropout (`float`, *optional*, defaults to 0.1):
@@ -74,7 +83,9 @@ class NserConfig(PretrainedConfig):
         decoder_layer_index=-1,
         weighted_sum_layer_norm=False,
         adapter_dim=256,
-        pooling="mean",
+        pooling="mean_std",
+        pool_before_fusion=True,
+        standardize_features=True,
         embedding_dim=256,
         classifier_dropout=0.1,
         decoder_input="hypothesis",
@@ -100,6 +111,8 @@ class NserConfig(PretrainedConfig):
         self.weighted_sum_layer_norm = weighted_sum_layer_norm
         self.adapter_dim = adapter_dim
         self.pooling = pooling
+        self.pool_before_fusion = pool_before_fusion
+        self.standardize_features = standardize_features
         self.embedding_dim = embedding_dim
         self.classifier_dropout = classifier_dropout
         self.decoder_input = decoder_input
@@ -134,6 +147,8 @@ class NserConfig(PretrainedConfig):
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {FUSION_MODES}")
         if self.pooling not in POOLING_MODES:
             raise ValueError(f"pooling={self.pooling!r} is not one of {POOLING_MODES}")
+        if self.standardize_features and not self.pool_before_fusion:
+            raise ValueError("standardize_features=True standardises pooled layer vectors: it needs pool_before_fusion=True")
         if self.decoder_input not in DECODER_INPUTS:
             raise ValueError(f"decoder_input={self.decoder_input!r} is not one of {DECODER_INPUTS}")
         for name, count in (("encoder_layer_index", self.num_encoder_states), ("decoder_layer_index", self.num_decoder_states)):

@@ -38,6 +38,9 @@ class NserLayerStates(ModelOutput):
         decoder_layer_states (`torch.FloatTensor` of shape `(batch, decoder_layers + 1, tokens, d_model)`)
         decoder_layer_mask (`torch.Tensor` of shape `(batch, tokens)`): 1 for prompt and hypothesis tokens.
         hypothesis_ids (`torch.LongTensor` of shape `(batch, tokens)`): the decoder input (prompt + hypothesis).
+        encoder_layer_stats (`torch.FloatTensor` of shape `(batch, encoder_layers + 1, 2, d_model)`): every layer's
+            mean and standard deviation over real frames (`layer_statistics`); all that `pool_before_fusion` needs.
+        decoder_layer_stats (`torch.FloatTensor` of shape `(batch, decoder_layers + 1, 2, d_model)`): the same over tokens.
     """
 
     encoder_layer_states: torch.FloatTensor | None = None
@@ -45,6 +48,8 @@ class NserLayerStates(ModelOutput):
     decoder_layer_states: torch.FloatTensor | None = None
     decoder_layer_mask: torch.Tensor | None = None
     hypothesis_ids: torch.LongTensor | None = None
+    encoder_layer_stats: torch.FloatTensor | None = None
+    decoder_layer_stats: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -148,6 +153,27 @@ def masked_pool(states, mask, mode):
     return torch.cat([mean, variance.clamp(min=1e-6).sqrt()], dim=-1)
 
 
+def layer_statistics(states, mask):
+    """(B, L, T, D) states and a (B, T) mask -> (B, L, 2, D): each layer's mean and std over real frames only."""
+    batch, layers, frames, dim = states.shape
+    flat = states.permute(0, 2, 1, 3).reshape(batch, frames, layers * dim)
+    pooled = masked_pool(flat, mask, "mean_std")  # (B, 2 * L * D): means, then stds
+    return pooled.view(batch, 2, layers, dim).transpose(1, 2)
+
+
+class LayerStandardizer(nn.Module):
+    """Per-layer, per-feature standardisation of pooled layer vectors with training-set statistics. The statistics
+    are buffers, so they are saved with the weights; identity until `WhisperForNoisyEmotionClassification.set_feature_statistics`."""
+
+    def __init__(self, num_layers, dim):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(num_layers, dim))
+        self.register_buffer("std", torch.ones(num_layers, dim))
+
+    def forward(self, pooled):  # (B, L, P)
+        return (pooled - self.mean.to(pooled.dtype)) / self.std.to(pooled.dtype)
+
+
 class NserPreTrainedModel(PreTrainedModel):
     config_class = NserConfig
     config: NserConfig
@@ -181,7 +207,9 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
         self.backbone = WhisperForConditionalGeneration(backbone_config)
         if config.asr_generation_config:
             self.backbone.generation_config = GenerationConfig.from_dict(config.asr_generation_config)
-        hidden = backbone_config.d_model
+        pool_factor = 2 if config.pooling == "mean_std" else 1
+        # Pooling first hands each fusion one vector per layer: the mean, or the mean and std, of its frames.
+        hidden = backbone_config.d_model * (pool_factor if config.pool_before_fusion else 1)
         self.encoder_fusion = build_fusion(
             config.encoder_fusion, config.num_encoder_states, hidden, config.encoder_layer_index, config
         )
@@ -192,9 +220,15 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
                 config.decoder_fusion, config.num_decoder_states, hidden, config.decoder_layer_index, config
             )
             group_dims.append(self.decoder_fusion.output_dim)
-        pool_factor = 2 if config.pooling == "mean_std" else 1
+        self.standardizers = None
+        if config.standardize_features:
+            counts = {"encoder": config.num_encoder_states, "decoder": config.num_decoder_states}
+            self.standardizers = nn.ModuleDict(
+                {group: LayerStandardizer(counts[group], hidden) for group in (["encoder", "decoder"] if config.use_decoder else ["encoder"])}
+            )
+        embedding_input = sum(group_dims) * (1 if config.pool_before_fusion else pool_factor)
         self.embedding = nn.Sequential(
-            nn.Linear(pool_factor * sum(group_dims), config.embedding_dim),
+            nn.Linear(embedding_input, config.embedding_dim),
             nn.GELU(),
             nn.Dropout(config.classifier_dropout),
         )
@@ -247,6 +281,17 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
     def freeze_backbone(self):
         """Stop gradients into Whisper; only fusion, embedding and classifier train."""
         self.backbone.requires_grad_(False)
+
+    def set_feature_statistics(self, group, mean, std):
+        """Store the training set's mean and std of `group`'s pooled layer vectors (`standardize_features=True`);
+        `mean`, `std`: (layers, d_model or 2 * d_model). Tiny stds are floored so silent dimensions stay finite."""
+        if self.standardizers is None or group not in self.standardizers:
+            raise ValueError(f"set_feature_statistics({group!r}): standardize_features=True with that group is needed")
+        standardizer = self.standardizers[group]
+        if mean.shape != standardizer.mean.shape or std.shape != standardizer.std.shape:
+            raise ValueError(f"{group} statistics must be {tuple(standardizer.mean.shape)}, got {tuple(mean.shape)}, {tuple(std.shape)}")
+        standardizer.mean.copy_(mean)
+        standardizer.std.copy_(std.clamp(min=1e-4))
 
     def layer_weights(self):
         """Learned (or fixed) weight of each layer per group, e.g. `{"encoder": tensor([...7 values])}`."""
@@ -401,16 +446,43 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
         result.hypothesis_ids = decoder_input_ids
         return result
 
+    def with_layer_statistics(self, states: NserLayerStates):
+        """`states` with each group's frames replaced by their per-layer statistics (what `pool_before_fusion` uses
+        and the feature cache stores: `layers x 2 x d_model` per clip)."""
+        encoder = layer_statistics(states.encoder_layer_states, states.encoder_layer_mask)
+        decoder = None
+        if states.decoder_layer_states is not None:
+            decoder = layer_statistics(states.decoder_layer_states, states.decoder_layer_mask)
+        return NserLayerStates(hypothesis_ids=states.hypothesis_ids, encoder_layer_stats=encoder, decoder_layer_stats=decoder)
+
     # ----------------------------------------------------------------- trainable part
+    def pooled_layer_vectors(self, group, states: NserLayerStates, standardize=True):
+        """(B, L, P) per-layer vectors of `group` for `pool_before_fusion`: the mean (P = d_model) or mean and std
+        (P = 2 * d_model) of every layer, standardised when `standardize_features` (and `standardize`)."""
+        stats = getattr(states, f"{group}_layer_stats")
+        if stats is None:
+            frames = getattr(states, f"{group}_layer_states")
+            if frames is None:
+                raise ValueError(f"no {group} layer states or statistics were given")
+            stats = layer_statistics(frames, getattr(states, f"{group}_layer_mask"))
+        vectors = stats[:, :, 0] if self.config.pooling == "mean" else stats.flatten(2)
+        return self.standardizers[group](vectors) if standardize and self.standardizers is not None else vectors
+
+    def _group_vector(self, group, fusion, states):
+        if self.config.pool_before_fusion:  # one "frame" per clip: (B, L, 1, P) -> (B, 1, C)
+            return fusion(self.pooled_layer_vectors(group, states).unsqueeze(2))[:, 0]
+        frames = getattr(states, f"{group}_layer_states")
+        if frames is None:
+            raise ValueError(f"frame-level fusion (pool_before_fusion=False) needs {group}_layer_states, not statistics")
+        return masked_pool(fusion(frames), getattr(states, f"{group}_layer_mask"), self.config.pooling)
+
     def classify_layer_states(self, states: NserLayerStates):
-        """Fusion, masked pooling, embedding and classifier on (possibly cached) layer states."""
-        pooled = [masked_pool(self.encoder_fusion(states.encoder_layer_states), states.encoder_layer_mask, self.config.pooling)]
+        """Fusion, masked pooling, embedding and classifier on (possibly cached) layer states or statistics."""
+        pooled = [self._group_vector("encoder", self.encoder_fusion, states)]
         if self.decoder_fusion is not None:
-            if states.decoder_layer_states is None:
-                raise ValueError("use_decoder=True but no decoder_layer_states were given")
-            pooled.append(
-                masked_pool(self.decoder_fusion(states.decoder_layer_states), states.decoder_layer_mask, self.config.pooling)
-            )
+            if states.decoder_layer_states is None and states.decoder_layer_stats is None:
+                raise ValueError("use_decoder=True but no decoder_layer_states (or decoder_layer_stats) were given")
+            pooled.append(self._group_vector("decoder", self.decoder_fusion, states))
         return self.classifier(self.embedding(torch.cat(pooled, dim=-1)))
 
     def forward(
@@ -424,6 +496,8 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
         encoder_layer_mask=None,
         decoder_layer_states=None,
         decoder_layer_mask=None,
+        encoder_layer_stats=None,
+        decoder_layer_stats=None,
         return_dict=None,
         **kwargs,
     ):
@@ -439,9 +513,14 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
             A precomputed decoder input (prompt + hypothesis) to skip decoding.
         encoder_layer_states, encoder_layer_mask, decoder_layer_states, decoder_layer_mask (*optional*):
             Precomputed `NserLayerStates` (e.g. from the feature cache) instead of `input_features`.
+        encoder_layer_stats, decoder_layer_stats (*optional*):
+            Precomputed per-layer statistics (`pool_before_fusion=True`, e.g. from the feature cache).
         """
-        if encoder_layer_states is not None:
-            states = NserLayerStates(encoder_layer_states, encoder_layer_mask, decoder_layer_states, decoder_layer_mask)
+        if encoder_layer_states is not None or encoder_layer_stats is not None:
+            states = NserLayerStates(
+                encoder_layer_states, encoder_layer_mask, decoder_layer_states, decoder_layer_mask,
+                encoder_layer_stats=encoder_layer_stats, decoder_layer_stats=decoder_layer_stats,
+            )
         elif input_features is not None:
             states = self.extract_layer_states(input_features, attention_mask, decoder_input_ids, decoder_attention_mask)
         else:
@@ -459,4 +538,4 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
 NserConfig.register_for_auto_class()
 WhisperForNoisyEmotionClassification.register_for_auto_class("AutoModelForAudioClassification")
 
-__all__ = ["NserLayerStates", "NserClassifierOutput", "WhisperForNoisyEmotionClassification"]
+__all__ = ["NserLayerStates", "NserClassifierOutput", "WhisperForNoisyEmotionClassification", "layer_statistics"]

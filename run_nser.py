@@ -26,6 +26,7 @@ from nser.model_card import benchmark_markdown, render_model_card
 from nser.model_folder import finalize_model_folder
 from nser.preflight import preflight
 from nser.report import write_report
+from nser.resume import saving_outputs
 
 logger = logging.getLogger("run_nser")
 
@@ -81,14 +82,32 @@ def base_model_id(model_args, run_args):
     return model_args.model_name_or_path
 
 
+def evaluation_protocol(result, data_args):
+    """How the card's results were measured, in a sentence or two (empty for a single split)."""
+    parts = []
+    if result.get("final_trainer") is not None:
+        column, folds = data_args.cv_column, len(result["folds"])
+        validation = (f"clips with `{data_args.validation_column}` in {' '.join(data_args.validation_groups or [])}"
+                      if data_args.validation_column else f"a stratified {data_args.validation_fraction:.0%} of each {column}'s clips")
+        parts.append(f"The results below are cross-validation by `{column}` ({folds} folds): every {column} is tested once by "
+                     f"a model trained on every other {column}; mean ± std over folds. This checkpoint was trained afterwards "
+                     f"with the same settings on every {column} (validation: {validation}), so no test figure exists for it "
+                     "beyond these.")
+    if data_args.speaker_normalization:
+        parts.append("Trained with per-speaker normalisation (transductive): it expects each speaker's pooled layer "
+                     "statistics standardised with that speaker's own clips, which single-clip inference does not do.")
+    return "\n\n".join(parts)
+
+
 def save_outputs(result, model_args, data_args, training_args, run_args, command):
-    """Report for every run; the model folder (with card and handler) for a single-split run."""
+    """Report for every run; the model folder (with card and handler) for a single-split run, or after
+    cross-validation the final model trained on every group (its card headed by the cross-validation results)."""
     output_dir = Path(training_args.output_dir)
-    trainer = result["trainer"]
+    trainer = result.get("final_trainer") or result["trainer"]
     model = trainer.model if trainer is not None else None
     weights = {group: w.tolist() for group, w in model.layer_weights().items()} if model is not None else None
     paths = write_report(result["rows"], output_dir / "report", layer_weights=weights, overwrite=run_args.overwrite_output_dir)
-    if len(result["folds"]) > 1 or model is None:
+    if (len(result["folds"]) > 1 and result.get("final_trainer") is None) or model is None:
         logger.info("cross-validation: fold models stay in their checkpoint folders under %s", output_dir)
         return paths, None
     model_dir = output_dir / "model"
@@ -101,7 +120,7 @@ def save_outputs(result, model_args, data_args, training_args, run_args, command
         dataset_name=data_args.dataset_name or data_args.audio_folder or data_args.manifest_csv,
         dataset_id=run_args.dataset_hub_id, label_names=result["label_names"], command=command,
         config_summary=config_summary(model), layer_weights=weights, license=run_args.model_card_license,
-        benchmark_reports=run_args.benchmark_reports,
+        benchmark_reports=run_args.benchmark_reports, evaluation_protocol=evaluation_protocol(result, data_args),
     )
     card.save(model_dir / "README.md")
     for path in paths.values():
@@ -118,8 +137,8 @@ def main(argv=None):
     transformers.utils.logging.set_verbosity_warning()
     token = None
     if training_args.push_to_hub:
-        if data_args.cv_column:
-            raise ValueError("--push_to_hub needs a single model: drop --cv_column (fold models stay in their folders)")
+        if data_args.cv_column and not run_args.train_final_model:
+            raise ValueError("--push_to_hub with --cv_column needs --train_final_model true (fold models stay in their folders)")
         token = check_push_possible(training_args.hub_model_id, training_args.hub_token)
     for report in run_args.benchmark_reports:  # checked now: the card is rendered only after training
         benchmark_markdown(report)
@@ -131,7 +150,8 @@ def main(argv=None):
     result = run_experiment(model_args, data_args, noise_args, training_args, run_args)
     trainer = result["trainer"]
     if trainer is None or trainer.is_world_process_zero():
-        paths, model_dir = save_outputs(result, model_args, data_args, training_args, run_args, command)
+        with saving_outputs(training_args.output_dir):  # a kill in there: the same command saves again
+            paths, model_dir = save_outputs(result, model_args, data_args, training_args, run_args, command)
         if push and model_dir is not None:
             push_model_folder(model_dir, training_args.hub_model_id, token, private=bool(training_args.hub_private_repo))
         print(f"\nReport: {paths['markdown']}\n" + (f"Model:  {model_dir}\n" if model_dir else ""))

@@ -55,10 +55,12 @@ from matplotlib.figure import Figure
 
 from bench.systems import SYSTEM_FUNCTIONS, SYNTHETIC_TRAIN_NOISE, Setup, SystemSpec, fingerprint
 from nser.arguments import NoiseArguments
-from nser.data import cross_validation_folds
+from nser.atomic import write_text_atomic
+from nser.data import VALIDATION_MODES, cross_validation_folds, stratified_validation
 from nser.experiment import load_noise_bank
 from nser.metrics import SCALAR_METRICS
 from nser.report import aggregate, markdown_table
+from nser.training import parse_config_overrides, parse_value
 
 logger = logging.getLogger("bench.robustness")
 
@@ -68,11 +70,18 @@ CORPORA = {"casia": "zh", "ravdess": "en"}  # corpus -> ASR language of the deco
 RESULT_FILE = "bench_result.json"
 RESULT_VERSION = 1  # bump when a system's computation changes, so old results are not reused
 
-ALL_SYSTEMS = ("egemaps", "egemaps_clean", "whisper_last", "wfac", "nser_enc", "nser_encdec", "nser_enc_clean",
-               "nser_encdec_clean")
+ALL_SYSTEMS = ("egemaps", "egemaps_clean", "whisper_last", "probe", "probe_clean", "wfac", "nser_enc", "nser_encdec",
+               "nser_enc_clean", "nser_encdec_clean", "nser_default", "nser_default_clean", "probe_speaker_norm",
+               "nser_default_speaker_norm")
 # Runs sharing a backbone share its feature cache: the first of them pays the extraction (reported as such).
-EXECUTION_ORDER = ("nser_enc", "whisper_last", "nser_enc_clean", "egemaps", "egemaps_clean", "control", "wfac",
-                   "nser_encdec", "nser_encdec_clean")
+EXECUTION_ORDER = ("nser_default", "probe", "whisper_last", "nser_default_clean", "probe_clean", "variant",
+                   "probe_speaker_norm", "nser_default_speaker_norm", "nser_enc",
+                   "nser_enc_clean", "egemaps", "egemaps_clean", "control", "wfac", "nser_encdec", "nser_encdec_clean")
+# The paper's frame-level layer adapter, system (4): fuse each frame's layers, then mean-pool.
+FRAME_ADAPTER = "use_decoder=false,pool_before_fusion=false,standardize_features=false,pooling=mean"
+# The library's default head (NserConfig defaults: pooled layer statistics, standardised, layer adapter), encoder only.
+DEFAULT_HEAD = "use_decoder=false"
+PROBE_INNER_FOLDS = 4  # speaker-grouped folds for the probe's C (fewer when there are fewer training speakers)
 
 FULL = {
     "seeds": [0, 1, 2], "epochs": 8, "snrs": [20.0, 10.0, 5.0, 0.0, -5.0],
@@ -81,7 +90,8 @@ FULL = {
     "padded_max_train_samples": None, "padded_max_validation_samples": None, "padded_max_test_samples": 60,
     "padded_snrs": None, "decoder_max_train_samples": None, "decoder_max_validation_samples": None,
     "decoder_max_test_samples": 60, "decoder_snrs": None, "augment_copies": 2, "systems": list(ALL_SYSTEMS),
-    "egemaps_c_grid": [0.001, 0.01, 0.1, 1.0, 10.0], "output_dir": "outputs/bench",
+    "egemaps_c_grid": [0.001, 0.01, 0.1, 1.0, 10.0], "probe_c_grid": [0.00001, 0.0001, 0.001, 0.01, 0.1],
+    "output_dir": "outputs/bench",
 }
 PRESETS = {
     # CI smoke test: < 2 min on 2 quiet cores; numbers are meaningless (8 test clips, 1 epoch).
@@ -90,8 +100,9 @@ PRESETS = {
         "max_train_samples": 24, "max_validation_samples": 8, "max_test_samples": 8,
         "padded_max_train_samples": 8, "padded_max_validation_samples": 4, "padded_max_test_samples": 4,
         "decoder_max_train_samples": 8, "decoder_max_validation_samples": 4, "decoder_max_test_samples": 4,
-        "augment_copies": 1, "systems": [s for s in ALL_SYSTEMS if s != "nser_encdec_clean"],
-        "egemaps_c_grid": [0.1, 1.0], "output_dir": "outputs/bench-quick",
+        "augment_copies": 1, "systems": ["egemaps", "egemaps_clean", "whisper_last", "probe", "wfac", "nser_enc",
+                                          "nser_encdec", "nser_enc_clean", "nser_default", "nser_default_clean"],
+        "egemaps_c_grid": [0.1, 1.0], "probe_c_grid": [0.001, 0.01], "output_dir": "outputs/bench-quick",
     },
     # ~30-35 min on 2 cores: all systems but (6b), SNRs 10 and 0 (as configs/main_job.json), one noisy draw per
     # training clip, (3) and (5) on one shared subset (72/36/36 clips: 12/6/6 per CASIA emotion) at 0 dB only.
@@ -106,7 +117,7 @@ PRESETS = {
 
 # For the plan's estimate only: seconds on a 2-core CPU (whisper-base float32, CASIA clips of ~2 s), from runs on a
 # busy machine scaled down; the report gives the measured times.
-COST_PER_CLIP_S = {"egemaps": 0.035, "real_length": 0.05, "padded": 0.5, "decoder": 1.2}
+COST_PER_CLIP_S = {"egemaps": 0.035, "real_length": 0.05, "real_length_stats": 0.05, "padded": 0.5, "decoder": 1.2}
 AUDIO_PREP_S = 0.01  # decoding, noise mixing and log-mel, per clip
 TRAIN_S_PER_EXAMPLE_EPOCH = 0.01  # nser head training from cached states (backward included; validation at a third)
 INFERENCE_S_PER_CLIP = 0.003  # prediction from cached states
@@ -125,8 +136,22 @@ def parse_args(argv):
     parser.add_argument("--model", default=str(SHARED / "models" / "whisper-base"), help="Whisper checkpoint")
     parser.add_argument("--noise_dir", default=str(SHARED / "data" / "noise"), help="noise folder with a train/test split")
     parser.add_argument("--language", help="ASR language of the decoder systems (default: by corpus)")
-    parser.add_argument("--cv_column", help="leave-one-group-out over this column (e.g. speaker) instead of the "
-                        "corpus's own splits: every group is tested once")
+    parser.add_argument("--cv_column", help="cross-validation over this column (e.g. speaker) instead of the "
+                        "corpus's own splits: every group is tested once, every other group trains")
+    parser.add_argument("--cv_folds", type=int, help="with --cv_column: K folds of consecutive groups (default: one per group)")
+    parser.add_argument("--cv_validation", default="within_groups", choices=VALIDATION_MODES,
+                        help="with --cv_column: validation from the training groups' clips (default) or the next whole group")
+    parser.add_argument("--validation_column", help="with --cv_column: validate on these values of this column "
+                        "(e.g. text_id, with --validation_groups) instead of a stratified share of each training group")
+    parser.add_argument("--validation_groups", nargs="+", help="values of --validation_column held out for validation")
+    parser.add_argument("--validation_fraction", type=float, default=0.1,
+                        help="share of each training group's clips per label used for validation (default 0.1)")
+    parser.add_argument("--development", action="store_true",
+                        help="never touch the corpus's test split: its validation speakers are tested, validation comes "
+                             "from the training speakers' clips; for choosing a default (head variants) on validation speakers")
+    parser.add_argument("--variant", nargs="+", type=parse_variant, metavar="KEY:CONFIG[:TRAINING]",
+                        help="extra nser systems, e.g. 'wd:use_decoder=false:weight_decay=0.1,label_smoothing_factor=0.1'")
+    parser.add_argument("--probe_c_grid", type=float, nargs="+", help="C values tried for (2p) (default 1e-5 1e-4 1e-3 1e-2 0.1)")
     parser.add_argument("--output_dir", help="benchmark folder (default outputs/bench, -quick, -budget)")
     parser.add_argument("--feature_cache_dir", default="~/.cache/nser/features", help="nser's backbone-state cache")
     parser.add_argument("--systems", nargs="+", choices=ALL_SYSTEMS, help="systems to run (default: all)")
@@ -165,6 +190,23 @@ def parse_args(argv):
     if len(set(args.snrs)) != len(args.snrs) or len(set(args.noise_types)) != len(args.noise_types):
         parser.error(f"repeated SNRs or noise types: {args.snrs} {args.noise_types}")
     return args
+
+
+def parse_variant(text):
+    """'key:config_overrides[:training_overrides]' -> (key, config_overrides, {TrainingArguments field: value})."""
+    key, _, rest = text.partition(":")
+    config_overrides, _, training = rest.partition(":")
+    if not key.isidentifier() or not config_overrides:
+        raise argparse.ArgumentTypeError(f"--variant {text!r}: expected KEY:CONFIG_OVERRIDES[:TRAINING_OVERRIDES]")
+    parse_config_overrides(config_overrides)  # unknown NserConfig keys fail here, before any work
+    fields = {f.name for f in dataclasses.fields(transformers.TrainingArguments)}
+    overrides = {}
+    for item in filter(None, training.split(",")):
+        name, sep, value = item.partition("=")
+        if not sep or name not in fields:
+            raise argparse.ArgumentTypeError(f"--variant {text!r}: {item!r} is not a TrainingArguments field=value")
+        overrides[name] = parse_value(value)
+    return key, config_overrides, overrides
 
 
 def check_inputs(args):
@@ -210,7 +252,7 @@ def _derived_corpus(path, corpus, build, **meta):
     if marker.is_file() and json.loads(marker.read_text()).get("source") == source:
         return str(path)
     build().save_to_disk(str(path))
-    marker.write_text(json.dumps({"source": source, **meta}, indent=1))
+    write_text_atomic(marker, json.dumps({"source": source, **meta}, indent=1))
     logger.info("wrote %s", path)
     return str(path)
 
@@ -227,16 +269,32 @@ def materialise_subset(dataset_dir, subset, seed, data_root):
     )
 
 
-def materialise_folds(dataset_dir, column, data_root):
-    """[(fold name, corpus folder)]: the leave-one-`column`-out folds of the pooled corpus, saved under `data_root`."""
-    corpus = load_from_disk(str(dataset_dir))
+def materialise_folds(args, data_root):
+    """[(fold name, corpus folder)]: the cross-validation folds of the pooled corpus (`nser.data.cross_validation_folds`
+    with the command's options), saved under `data_root`."""
+    corpus = load_from_disk(str(args.dataset_dir))
+    options = {"num_folds": args.cv_folds, "validation": args.cv_validation, "validation_column": args.validation_column,
+               "validation_groups": args.validation_groups, "validation_fraction": args.validation_fraction}
     try:
-        folds = cross_validation_folds(corpus, column)
+        folds = cross_validation_folds(corpus, args.cv_column, **options)
     except ValueError as error:
         sys.exit(f"--cv_column: {error}")
-    return [(name, _derived_corpus(Path(data_root) / f"{Path(dataset_dir).name}-{name}", corpus, lambda splits=splits: splits,
-                                   cv_column=column, fold=name))
+    tag = fingerprint(options)[:6]
+    return [(name, _derived_corpus(Path(data_root) / f"{Path(args.dataset_dir).name}-{name}-{tag}", corpus,
+                                   lambda splits=splits: splits, cv_column=args.cv_column, fold=name, **options))
             for name, splits in folds]
+
+
+def materialise_development(args, data_root):
+    """The corpus without its test split: the validation speakers become the test set, and validation is a stratified
+    share of each training speaker's clips. Choices made on it never see a test speaker of the corpus's own split."""
+    corpus = load_from_disk(str(args.dataset_dir))
+    def build():
+        return stratified_validation(DatasetDict(train=corpus["train"], test=corpus["validation"]), "speaker", "label",
+                                     args.validation_fraction, 0)
+
+    return _derived_corpus(Path(data_root) / f"{Path(args.dataset_dir).name}-development-{args.validation_fraction:g}", corpus, build,
+                           development=True, validation_fraction=args.validation_fraction)
 
 
 def split_sizes(dataset_dir):
@@ -268,30 +326,56 @@ def build_specs(args, data_root):
 
     seeds, snrs = list(args.seeds), list(args.snrs)
     lang = args.language
+    probe = {"c_grid": list(args.probe_c_grid), "inner_folds": PROBE_INNER_FOLDS}
     specs = {
         "egemaps": lambda: SystemSpec("egemaps", "1", "eGeMAPSv02 + logistic regression", "egemaps", data(main), main, snrs,
                               seeds[:1], note="openSMILE functionals, standardised; C on validation; deterministic: one run"),
         "egemaps_clean": lambda: SystemSpec("egemaps_clean", "1c", "eGeMAPSv02 + logistic regression, clean-trained", "egemaps",
                                     data(main), main, snrs, seeds[:1], train_with_noise=False, note="as (1), clean training"),
         "whisper_last": lambda: SystemSpec("whisper_last", "2", "Whisper last encoder layer, mean-pooled, MLP head", "nser", data(main),
-                                   main, snrs, seeds, config_overrides="encoder_fusion=last,use_decoder=false",
-                                   note="nser `encoder_fusion=last`; head Linear-GELU-Dropout-Linear (the library's)"),
+                                   main, snrs, seeds, config_overrides=f"{FRAME_ADAPTER},encoder_fusion=last,pool_before_fusion=true",
+                                   note="nser `encoder_fusion=last` on the layer means; head Linear-GELU-Dropout-Linear (the library's)"),
+        "probe": lambda: SystemSpec("probe", "2p", "linear probe: every encoder layer's mean + std, logistic regression", "probe",
+                            data(main), main, snrs, seeds[:1], options=probe,
+                            note="StandardScaler + LogisticRegression; C by speaker-grouped CV on the training speakers; "
+                                 "deterministic: one run"),
+        "probe_clean": lambda: SystemSpec("probe_clean", "2pc", "(2p) clean-trained", "probe", data(main), main, snrs, seeds[:1],
+                                  train_with_noise=False, options=probe, note="as (2p), clean training"),
         "wfac": lambda: SystemSpec("wfac", "3", "transformers WhisperForAudioClassification (weighted layer sum, 30 s padded)", "wfac",
                            data(padded), padded, list(args.padded_snrs or snrs), seeds, learned_layer_weights=True,
                            note="frozen encoder; mean over all 1500 positions, padding included"),
-        "nser_enc": lambda: SystemSpec("nser_enc", "4", "nser encoder layer adapter", "nser", data(main), main, snrs, seeds,
-                               config_overrides="use_decoder=false", learned_layer_weights=True),
+        "nser_enc": lambda: SystemSpec("nser_enc", "4", "nser frame-level encoder layer adapter (the paper's)", "nser", data(main),
+                               main, snrs, seeds, config_overrides=FRAME_ADAPTER, learned_layer_weights=True),
         "nser_encdec": lambda: SystemSpec("nser_encdec", "5", f"nser encoder + decoder layer adapters (ASR hypothesis, {lang})", "nser",
                                   data(decoder), decoder, list(args.decoder_snrs or snrs), seeds,
-                                  config_overrides=f"use_decoder=true,asr_language={lang}", learned_layer_weights=True,
+                                  config_overrides=f"{FRAME_ADAPTER},use_decoder=true,asr_language={lang}", learned_layer_weights=True,
                                   note="greedy hypothesis from the 30 s padded encoder, capped by duration"),
         "nser_enc_clean": lambda: SystemSpec("nser_enc_clean", "6", "(4) clean-trained", "nser", data(main), main, snrs, seeds,
-                                     train_with_noise=False, config_overrides="use_decoder=false", learned_layer_weights=True),
+                                     train_with_noise=False, config_overrides=FRAME_ADAPTER, learned_layer_weights=True),
         "nser_encdec_clean": lambda: SystemSpec("nser_encdec_clean", "6b", "(5) clean-trained", "nser", data(decoder), decoder,
                                         list(args.decoder_snrs or snrs), seeds, train_with_noise=False,
-                                        config_overrides=f"use_decoder=true,asr_language={lang}", learned_layer_weights=True),
+                                        config_overrides=f"{FRAME_ADAPTER},use_decoder=true,asr_language={lang}",
+                                        learned_layer_weights=True),
+        "nser_default": lambda: SystemSpec("nser_default", "N", "nser default: pooled-statistics layer adapter, standardised",
+                                   "nser", data(main), main, snrs, seeds, config_overrides=DEFAULT_HEAD, learned_layer_weights=True,
+                                   note="NserConfig defaults, encoder only: each layer's mean + std, standardised with "
+                                        "training statistics, per-layer projection, softmax layer weights"),
+        "nser_default_clean": lambda: SystemSpec("nser_default_clean", "Nc", "(N) clean-trained", "nser", data(main), main, snrs,
+                                         seeds, train_with_noise=False, config_overrides=DEFAULT_HEAD, learned_layer_weights=True),
+        "probe_speaker_norm": lambda: SystemSpec("probe_speaker_norm", "2p-s", "(2p) with speaker normalisation (transductive)",
+                                         "probe", data(main), main, snrs, seeds[:1], speaker_normalization=True, options=probe,
+                                         note="every speaker's clips standardised by that speaker's statistics, test "
+                                              "speakers with their own unlabelled clips of each condition"),
+        "nser_default_speaker_norm": lambda: SystemSpec("nser_default_speaker_norm", "N-s",
+                                                "(N) with speaker normalisation (transductive)", "nser", data(main), main,
+                                                snrs, seeds, config_overrides=DEFAULT_HEAD, speaker_normalization=True,
+                                                learned_layer_weights=True, note="as (2p-s)"),
     }
     chosen = [specs[key]() for key in ALL_SYSTEMS if key in args.systems]  # builds only the chosen folders
+    for key, config_overrides, training_overrides in args.variant or []:
+        chosen.append(SystemSpec(key, f"v-{key}", f"variant {key}", "nser", data(main), main, snrs, seeds,
+                                 config_overrides=config_overrides, training_overrides=training_overrides,
+                                 learned_layer_weights=True))
     # Matched controls: (4) on each distinct subset of an expensive system, placed after that system.
     controls = {}
     for spec in list(chosen):
@@ -300,7 +384,7 @@ def build_specs(args, data_root):
                 key = f"nser_enc_on_{subset_name(spec.subset)}"
                 controls[subset_name(spec.subset)] = SystemSpec(
                     key, "4*", f"(4) on the subset of ({spec.number})", "nser", spec.dataset_dir, spec.subset, snrs, seeds,
-                    config_overrides="use_decoder=false", learned_layer_weights=True,
+                    config_overrides=FRAME_ADAPTER, learned_layer_weights=True,
                     note=f"paired comparison for ({spec.number}): same clips, same training recipe")
                 chosen.insert(chosen.index(spec) + 1, controls[subset_name(spec.subset)])
             elif spec.subset != main:
@@ -310,7 +394,8 @@ def build_specs(args, data_root):
 
 def execution_order(specs):
     rank = {key: i for i, key in enumerate(EXECUTION_ORDER)}
-    return sorted(specs, key=lambda spec: rank["control" if spec.number == "4*" else spec.key])
+    kind = {"4*": "control"}
+    return sorted(specs, key=lambda spec: rank[kind.get(spec.number, "variant" if spec.number.startswith("v-") else spec.key)])
 
 
 def backbone_of(spec):
@@ -318,6 +403,8 @@ def backbone_of(spec):
         return "egemaps"
     if spec.kind == "wfac":
         return "padded"
+    if spec.kind == "probe" or "pool_before_fusion=false" not in (spec.config_overrides or ""):
+        return "real_length_stats"
     return "decoder" if "use_decoder=true" in (spec.config_overrides or "") else "real_length"
 
 
@@ -363,7 +450,7 @@ def run_system(setup, spec, reuse=True):
             result.update(seed=seed, signature=signature)
             path = setup.output_dir / spec.key / f"seed-{seed}" / RESULT_FILE
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(result, indent=1, default=float))
+            write_text_atomic(path, json.dumps(result, indent=1, default=float))  # reused later: never truncated
             results[seed] = json.loads(path.read_text())
     return [results[seed] for seed in spec.seeds if seed in results]
 
@@ -631,9 +718,20 @@ def render_markdown(args, command, setup, specs_results, plan, figures, env, fol
     """The report; `folds`: (fold names, per-fold [(spec, results, sizes)]) when cross-validating."""
     snrs, noise_types = list(args.snrs), list(args.noise_types)
     if folds:
-        splits = (f"leave-one-`{args.cv_column}`-out over all its clips, {len(folds[0])} folds: each fold tests one "
-                  f"{args.cv_column}, validates on the next (cyclically) and trains on the rest; a seed's metrics are the "
-                  f"mean over folds, then mean ± std over seeds")
+        tested = "one" if not args.cv_folds else "a block of consecutive"
+        if args.cv_validation == "next_group":
+            validation = "validates on the next (cyclically) and trains on the rest"
+        elif args.validation_column:
+            validation = (f"trains on every other {args.cv_column} and validates on their clips with `{args.validation_column}` "
+                          f"in {' '.join(args.validation_groups or [])}")
+        else:
+            validation = (f"trains on every other {args.cv_column} and validates on a stratified "
+                          f"{args.validation_fraction:.0%} of their clips per label")
+        splits = (f"cross-validation by `{args.cv_column}` over all its clips, {len(folds[0])} folds: each fold tests {tested} "
+                  f"{args.cv_column}, {validation}; a seed's metrics are the mean over folds, then mean ± std over seeds")
+    elif args.development:
+        splits = ("development split: the prepared corpus's validation speakers are tested, its test split is not used, "
+                  f"validation is a stratified {args.validation_fraction:.0%} of each training speaker's clips")
     else:
         splits = "speaker-independent splits as prepared"
     parts = [
@@ -759,7 +857,10 @@ def run(args, argv):
         augment_copies=args.augment_copies, noise_seed=args.noise_seed, egemaps_c_grid=tuple(args.egemaps_c_grid),
         show_progress=not args.quick, train_noise_types=train_noise,
     )
-    sources = materialise_folds(args.dataset_dir, args.cv_column, output_dir / "data") if args.cv_column else [(None, args.dataset_dir)]
+    if args.cv_column:
+        sources = materialise_folds(args, output_dir / "data")
+    else:
+        sources = [(None, materialise_development(args, output_dir / "data") if args.development else args.dataset_dir)]
     folds = [plan_fold(args, name, dataset_dir, setup) for name, dataset_dir in sources]
     print(f"Command: `{command}`\n", flush=True)
     for name, _, specs, sizes, minutes in folds:

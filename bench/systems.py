@@ -19,8 +19,11 @@ Kinds:
   padded input. Its head (softmax layer weights -> projector -> mean over the 1500 positions -> classifier) is
   linear up to the classifier, so it is trained exactly on each layer's time-mean (`pooled_layer_means`),
   computed once; `wfac_logits` equals the model's own logits (checked by tests/test_bench_robustness.py).
+- `probe`: the strongest simple baseline: every encoder layer's mean and std over real frames (nser's real-length
+  encoder, read from nser's feature cache), StandardScaler, logistic regression; C chosen by speaker-grouped
+  cross-validation on the training speakers only. Convex and deterministic: one run stands for every seed.
 - `nser`: `nser.experiment.run_experiment` with `config_overrides` (feature cache, model selection on the
-  validation speaker by macro-F1, the library's noise and conditions).
+  validation clips by macro-F1, the library's noise and conditions).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import transformers
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
+from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from transformers import (
@@ -60,12 +64,15 @@ from transformers import (
 from nser.arguments import DataArguments, ModelArguments, NoiseArguments, RunArguments
 from nser.audio import SAMPLING_RATE, waveform_from_value
 from nser.data import load_corpus, prepare_columns, speaker_independent_splits
-from nser.experiment import NoisyViews, load_noise_bank, run_experiment
+from nser.experiment import Fold, NoisyViews, load_noise_bank, run_experiment
 from nser.metrics import classification_metrics
+from nser.training import build_model
 
 logger = logging.getLogger(__name__)
 
 SYNTHETIC_TRAIN_NOISE = ("white", "pink")  # nser's default training noise besides the recorded categories
+# The probe's features: every encoder layer's mean and std over real frames, as nser's feature cache stores them.
+PROBE_OVERRIDES = "use_decoder=false,pool_before_fusion=true,pooling=mean_std,standardize_features=false"
 
 
 # --------------------------------------------------------------------------------------------- what every run shares
@@ -109,10 +116,11 @@ class Setup:
             train_with_noise=train_with_noise, noise_seed=self.noise_seed,
         )
 
-    def training_arguments(self, output_dir, seed) -> TrainingArguments:
+    def training_arguments(self, output_dir, seed, **overrides) -> TrainingArguments:
         """configs/main_job.json's recipe: AdamW lr 1e-3, 20 warm-up steps then linear decay, batch 16, an
-        evaluation per epoch on the validation speaker, the best epoch by macro-F1 kept."""
-        return TrainingArguments(
+        evaluation per epoch on the validation clips, the best epoch by macro-F1 kept; `overrides` (a system's
+        `training_overrides`, e.g. weight_decay) replace any of these."""
+        settings = dict(
             output_dir=str(output_dir), seed=seed, num_train_epochs=self.epochs, learning_rate=self.learning_rate,
             warmup_steps=self.warmup_steps, per_device_train_batch_size=self.batch_size,
             per_device_eval_batch_size=self.batch_size, eval_strategy="epoch", save_strategy="epoch",
@@ -120,6 +128,7 @@ class Setup:
             greater_is_better=True, logging_strategy="epoch", use_cpu=True, report_to="none",
             disable_tqdm=not self.show_progress,
         )
+        return TrainingArguments(**{**settings, **overrides})
 
 
 @dataclass
@@ -136,11 +145,15 @@ class SystemSpec:
     seeds: list[int]
     train_with_noise: bool = True
     config_overrides: str | None = None
+    training_overrides: dict = field(default_factory=dict)  # TrainingArguments values (weight_decay, epochs, ...)
+    speaker_normalization: bool = False  # transductive: test speakers normalised with their own clips
+    options: dict = field(default_factory=dict)  # kind-specific settings, e.g. the probe's C grid
     learned_layer_weights: bool = False
     note: str = ""
 
     def signature(self) -> dict:
-        keys = ("kind", "dataset_dir", "subset", "snrs", "train_with_noise", "config_overrides")
+        keys = ("kind", "dataset_dir", "subset", "snrs", "train_with_noise", "config_overrides", "training_overrides",
+                "speaker_normalization", "options")
         return {key: getattr(self, key) for key in keys}
 
 
@@ -460,7 +473,7 @@ def _stage_hook(meter: ResourceMeter, cache_dir):
     cache_dir = Path(cache_dir).expanduser()
 
     def cache_files():
-        return set(cache_dir.glob("layer-states-*.arrow"))
+        return set(cache_dir.glob("layer-*.arrow"))
 
     @contextlib.contextmanager
     def stage(name, clips):
@@ -480,9 +493,10 @@ def run_nser(setup: Setup, spec: SystemSpec, seeds):
     for seed in seeds:
         run_dir = setup.output_dir / spec.key / f"seed-{seed}"
         model_args = ModelArguments(model_name_or_path=setup.model, config_overrides=spec.config_overrides)
-        data_args = DataArguments(dataset_name=spec.dataset_dir, feature_cache_dir=setup.feature_cache_dir)
+        data_args = DataArguments(dataset_name=spec.dataset_dir, feature_cache_dir=setup.feature_cache_dir,
+                                  speaker_normalization=spec.speaker_normalization)
         noise_args = setup.noise_arguments(spec.snrs, spec.train_with_noise)
-        training_args = setup.training_arguments(run_dir, seed)
+        training_args = setup.training_arguments(run_dir, seed, **spec.training_overrides)
         set_seed(seed)
         start = time.perf_counter()
         with ResourceMeter() as meter, meter.stage("total"):
@@ -505,4 +519,68 @@ def run_nser(setup: Setup, spec: SystemSpec, seeds):
     return results
 
 
-SYSTEM_FUNCTIONS = {"egemaps": run_egemaps, "wfac": run_wfac, "nser": run_nser}
+# --------------------------------------------------------------------------------------------- (2p) linear probe
+def grouped_c_search(x, y, groups, c_grid, inner_folds):
+    """C of StandardScaler + logistic regression by speaker-grouped cross-validation on the training set (noisy
+    copies of a clip share its speaker, so they never straddle a split); mean macro-F1 over the inner folds, the
+    smallest C on ties. Returns (C, {C: mean inner macro-F1})."""
+    splitter = GroupKFold(n_splits=min(inner_folds, len(set(groups))))
+    scores = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for c in c_grid:
+            folds = []
+            for train_index, val_index in splitter.split(x, y, groups):
+                model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
+                model.fit(x[train_index], y[train_index])
+                folds.append(_macro_f1(y[val_index], model.predict(x[val_index])))
+            scores[c] = float(np.mean(folds))
+    best = max(c_grid, key=lambda c: (scores[c], -c))
+    return best, scores
+
+
+def _stats_matrix(ds):
+    """(N, layers * 2 * d_model) float32 from a cached dataset of per-layer statistics."""
+    return np.asarray(ds["encoder_layer_stats"], dtype=np.float32).reshape(len(ds), -1)
+
+
+def run_probe(setup: Setup, spec: SystemSpec, seeds):
+    """(2p): per-layer mean + std of every encoder layer from nser's feature cache (shared with the nser systems
+    that pool before fusion), C by grouped CV on the training speakers, one fit, predictions per condition."""
+    seed = seeds[0]
+    view = CorpusView(setup, spec.dataset_dir)
+    start = time.perf_counter()
+    with ResourceMeter() as meter:
+        with meter.stage("model load"):
+            model = build_model(setup.model, view.label_names, PROBE_OVERRIDES)
+        data_args = DataArguments(dataset_name=spec.dataset_dir, feature_cache_dir=setup.feature_cache_dir,
+                                  speaker_normalization=spec.speaker_normalization)
+        training_args = setup.training_arguments(setup.output_dir / spec.key / f"seed-{seed}", seed)
+        fold = Fold(view.splits, model, model.build_feature_extractor(), view.bank, data_args,
+                    setup.noise_arguments(spec.snrs, spec.train_with_noise), training_args, cache=True,
+                    stage=_stage_hook(meter, setup.feature_cache_dir))
+        train, _ = fold.train_dataset()
+        conditions = fold.test_conditions()
+        del model
+        gc.collect()
+        train_x, train_y = _stats_matrix(train), np.asarray(train["labels"])
+        copies = len(train_y) // len(view.splits["train"])
+        speakers = np.asarray([str(s) for s in view.splits["train"]["speaker"]] * copies)
+        with meter.stage("training") as record:
+            c_grid, inner_folds = spec.options["c_grid"], spec.options["inner_folds"]
+            best_c, scores = grouped_c_search(train_x, train_y, speakers, c_grid, inner_folds)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                pipeline = make_pipeline(StandardScaler(), LogisticRegression(C=best_c, max_iter=2000)).fit(train_x, train_y)
+            record["clips"] += len(train_y)
+        with meter.stage("inference") as record:
+            rows = [result_row(name, noise_type, snr, np.asarray(ds["labels"]), pipeline.predict(_stats_matrix(ds)),
+                               view.label_names) for name, noise_type, snr, ds in conditions]
+            record["clips"] += sum(len(ds) for *_, ds in conditions)
+    chosen = {"C": best_c, "inner_cv_macro_f1": {str(c): v for c, v in scores.items()}, "c_grid": list(c_grid),
+              "inner_folds": min(inner_folds, len(set(speakers)))}
+    return {seed: {"rows": rows, "layer_weights": None, "stages": meter.records, "wall_s": time.perf_counter() - start,
+                   "selection": chosen}}
+
+
+SYSTEM_FUNCTIONS = {"egemaps": run_egemaps, "wfac": run_wfac, "nser": run_nser, "probe": run_probe}

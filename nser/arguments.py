@@ -58,7 +58,29 @@ class DataArguments:
         metadata={"help": "Cut validation from train by this column instead (e.g. text_id: held-out sentences)."},
     )
     cv_column: str | None = field(
-        default=None, metadata={"help": "Leave-one-group-out cross-validation by this column (e.g. session, speaker)."}
+        default=None,
+        metadata={"help": "Cross-validation by this column (e.g. session, speaker): every group is tested once and "
+                          "every other group trains."},
+    )
+    cv_folds: int | None = field(
+        default=None,
+        metadata={"help": "With --cv_column: K folds of consecutive sorted groups (e.g. 3 folds of 4 RAVDESS actors) "
+                          "instead of one fold per group."},
+    )
+    cv_validation: str = field(
+        default="within_groups",
+        metadata={"help": "With --cv_column: 'within_groups' validates on the training groups' own clips "
+                          "(--validation_column/--validation_groups, else --validation_fraction of each group and label); "
+                          "'next_group' holds out the whole next group (it then does not train)."},
+    )
+    validation_fraction: float = field(
+        default=0.1, metadata={"help": "Share of each training group's clips (per label) used for validation in CV folds."}
+    )
+    speaker_normalization: bool = field(
+        default=False,
+        metadata={"help": "Standardise each clip's pooled layer statistics by its speaker's (--speaker_column_name) "
+                          "mean and std, test speakers from their own unlabelled clips per condition: transductive, "
+                          "report apart; single-clip inference cannot do it. Needs pool_before_fusion and the cache."},
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Seeded subset of train (quick runs)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Seeded subset of validation."})
@@ -110,6 +132,11 @@ class RunArguments:
         metadata={"help": "Hub id of the backbone for the model card (default: --model_name_or_path unless a local folder)."},
     )
     model_card_license: str | None = field(default=None, metadata={"help": "License for the model card metadata."})
+    train_final_model: bool = field(
+        default=False,
+        metadata={"help": "With --cv_column: after the folds, train one model on every group (validation as in the "
+                          "folds) and save it as <output_dir>/model, its card headed by the cross-validation results."},
+    )
     benchmark_reports: list[str] = field(
         default_factory=list,
         metadata={"help": "bench.robustness reports (robustness.md) whose summary tables the model card shows."},

@@ -24,6 +24,7 @@ from pathlib import Path
 import huggingface_hub
 from datasets import Audio, ClassLabel, Dataset, DatasetDict, Features, Value, load_from_disk
 
+from nser.atomic import write_text_atomic
 from nser.audio import audio_problem
 
 logger = logging.getLogger(__name__)
@@ -269,7 +270,7 @@ def save(
             logger.info("skipping: %s already holds this preparation (%d rows)", output_dir, len(rows))
         else:
             _build(rows, features).save_to_disk(str(output_dir))
-            (output_dir / MARKER).write_text(json.dumps({"fingerprint": fingerprint, "rows": len(rows)}))
+            write_text_atomic(output_dir / MARKER, json.dumps({"fingerprint": fingerprint, "rows": len(rows)}))
             logger.info("saved to %s", output_dir)
         bad_list = output_dir / BAD_FILES
         if bad:

@@ -7,6 +7,7 @@ Sources: a folder written by `dataset_scripts/*` (`save_to_disk`), a Hub dataset
 import logging
 from pathlib import Path
 
+import numpy as np
 from datasets import Audio, ClassLabel, DatasetDict, concatenate_datasets, load_dataset, load_from_disk
 
 from nser.audio import SAMPLING_RATE
@@ -109,21 +110,96 @@ def _move(corpus, column, groups, split):
     return result
 
 
-def cross_validation_folds(corpus, group_column):
-    """Leave-one-group-out folds (e.g. IEMOCAP sessions, CASIA speakers): for each group g, test = g,
-    validation = the next group (cyclically), train = the rest. Returns [(fold name, DatasetDict)]."""
+VALIDATION_MODES = ("within_groups", "next_group")
+
+
+def cross_validation_folds(corpus, group_column, num_folds=None, validation="within_groups", validation_column=None,
+                           validation_groups=None, validation_fraction=0.1, label_column="label", seed=0):
+    """Folds whose test sets cover every group once, each trained on every group it does not test.
+
+    Test groups: one per fold (leave-one-group-out: CASIA speakers, IEMOCAP sessions) or, with `num_folds=K`, the
+    sorted groups cut into K consecutive blocks (e.g. 12 RAVDESS actors in 3 folds of 4). Validation (model
+    selection) comes from the training groups themselves, so that no training speaker is lost to it:
+    `validation_column` + `validation_groups` hold out those values (e.g. CASIA's sentences 241-250), otherwise a
+    seeded, stratified `validation_fraction` of each training group's clips per label. `validation="next_group"`
+    instead validates on the whole next group (cyclically), the older protocol that trains on one group fewer.
+    Returns [(fold name, DatasetDict)]."""
+    if validation not in VALIDATION_MODES:
+        raise ValueError(f"validation={validation!r} is not one of {VALIDATION_MODES}")
     everything = concatenate_datasets(list(corpus.values()))
     if group_column not in everything.column_names:
         raise ValueError(f"--cv_column {group_column!r} not found; columns: {everything.column_names}")
     groups = sorted({str(g) for g in everything[group_column]})
-    if len(groups) < 3:
-        raise ValueError(f"cross-validation by {group_column!r} needs at least 3 groups, found {groups}")
+    blocks = [[g] for g in groups] if num_folds is None else _consecutive_blocks(groups, num_folds)
+    if validation == "next_group" and len(blocks) < 3:
+        raise ValueError(f"cross-validation by {group_column!r} with a validation group needs at least 3 folds, found {groups}")
+    if len(blocks) < 2:
+        raise ValueError(f"cross-validation by {group_column!r} needs at least 2 groups, found {groups}")
     folds = []
-    for i, group in enumerate(groups):
-        validation = groups[(i + 1) % len(groups)]
-        splits = speaker_independent_splits(DatasetDict({"train": everything}), group_column, [group], [validation])
-        folds.append((f"{group_column}-{group}", splits))
+    for i, tested in enumerate(blocks):
+        name = f"{group_column}-{tested[0]}" if len(tested) == 1 else f"{group_column}-{tested[0]}-to-{tested[-1]}"
+        if validation == "next_group":
+            splits = speaker_independent_splits(DatasetDict({"train": everything}), group_column, tested, blocks[(i + 1) % len(blocks)])
+        else:
+            splits = _move(DatasetDict({"train": everything}), group_column, tested, "test")
+            splits = validation_from_training_groups(splits, group_column, validation_column, validation_groups,
+                                                     validation_fraction, label_column, seed)
+        folds.append((name, splits))
     return folds
+
+
+def all_groups_splits(corpus, group_column, validation_column=None, validation_groups=None, validation_fraction=0.1,
+                      label_column="label", seed=0):
+    """Every clip of every group trains, validation cut as in `cross_validation_folds`, no test split: the one
+    deployable model after cross-validation has measured the method."""
+    everything = DatasetDict({"train": concatenate_datasets(list(corpus.values()))})
+    return validation_from_training_groups(everything, group_column, validation_column, validation_groups,
+                                           validation_fraction, label_column, seed)
+
+
+def validation_from_training_groups(splits, group_column, validation_column, validation_groups, validation_fraction,
+                                    label_column, seed):
+    """Validation from `train` without removing a group: the `validation_groups` values of `validation_column`
+    (e.g. held-out sentences), else a stratified share of every (group, label) cell."""
+    if validation_column:
+        chosen = _check_groups(splits["train"], validation_column, validation_groups, default=-1)
+        return _move(splits, validation_column, chosen, "validation")
+    return stratified_validation(splits, group_column, label_column, validation_fraction, seed)
+
+
+def _consecutive_blocks(groups, num_folds):
+    if not 2 <= num_folds <= len(groups):
+        raise ValueError(f"--cv_folds {num_folds}: needs 2 to {len(groups)} folds for groups {groups}")
+    size, extra = divmod(len(groups), num_folds)
+    blocks, start = [], 0
+    for i in range(num_folds):
+        end = start + size + (i < extra)
+        blocks.append(groups[start:end])
+        start = end
+    return blocks
+
+
+def stratified_validation(splits, group_column, label_column, fraction, seed):
+    """Move a seeded `fraction` of each (training group, label) cell of `train` (at least one clip of every cell
+    with two or more) into `validation`: model selection sees every training speaker, and every speaker trains."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"--validation_fraction must be in (0, 1), got {fraction}")
+    train = splits["train"]
+    cells = {}
+    for index, (group, label) in enumerate(zip(train[group_column], train[label_column])):
+        cells.setdefault((str(group), str(label)), []).append(index)
+    rng = np.random.default_rng(seed)
+    chosen = set()
+    for key in sorted(cells):
+        members = cells[key]
+        take = min(len(members) - 1, max(1, round(fraction * len(members))))
+        chosen.update(int(i) for i in rng.permutation(members)[:take])
+    result = DatasetDict(splits)
+    result["validation"] = train.select(sorted(chosen))
+    result["train"] = train.select([i for i in range(len(train)) if i not in chosen])
+    logger.info("validation = %d clips (%.0f%% of each training %s and label), train = %d", len(chosen), 100 * fraction,
+                group_column, len(result["train"]))
+    return result
 
 
 def limit(ds, max_samples, seed):

@@ -12,17 +12,19 @@ from pathlib import Path
 
 from datasets import concatenate_datasets
 from transformers import EarlyStoppingCallback
-from transformers.trainer_utils import get_last_checkpoint
 
+from nser.atomic import write_text_atomic
 from nser.augment import CLEAN, NoiseAugmentation, NoiseEpochCallback, condition_name, make_noisy_testset
-from nser.data import cross_validation_folds, limit, load_corpus, prepare_columns, speaker_independent_splits
+from nser.data import all_groups_splits, cross_validation_folds, limit, load_corpus, prepare_columns, speaker_independent_splits
 from nser.feature_cache import cache_layer_states
 from nser.features import PaddingCollator, make_feature_function
 from nser.lora import add_encoder_lora, merge_encoder_lora
 from nser.metrics import make_compute_metrics
 from nser.noise_bank import NoiseBank
 from nser.report import aggregate
-from nser.training import NserTrainer, build_model, evaluate_conditions, inverse_frequency_weights
+from nser.resume import discard_interrupted_save, last_complete_checkpoint
+from nser.speaker_norm import normalize_per_speaker
+from nser.training import NserTrainer, build_model, evaluate_conditions, fit_feature_statistics, inverse_frequency_weights
 
 logger = logging.getLogger(__name__)
 
@@ -35,9 +37,10 @@ def check_output_dir(output_dir, overwrite):
     if not path.exists() or not any(path.iterdir()):
         return
     resumable = list(path.glob("checkpoint-*")) + list(path.glob("*/checkpoint-*"))
+    interrupted = not overwrite and discard_interrupted_save(path)  # killed while saving: not a finished run
     finished = (path / "report" / "results.json").exists()
-    if overwrite or (resumable and not finished):
-        if resumable and not overwrite:
+    if overwrite or interrupted or (resumable and not finished):
+        if (resumable or interrupted) and not overwrite:
             logger.warning("resuming the interrupted run in %s", path)
         return
     raise FileExistsError(
@@ -115,6 +118,8 @@ class NoisyViews:
         return f"validation {'noisy' if augmentation else 'clean'}", self.splits["validation"], augmentation
 
     def test(self):
+        if "test" not in self.splits:  # a final model trained on every group: nothing is held out
+            return []
         conditions = [(CLEAN, CLEAN, None, self.splits["test"])]
         for noise_type in _noise_types(self.noise_args.test_noise_types, self.bank, ("white",)):
             for snr_db in self.noise_args.test_snrs:  # one condition at a time: a whole noisy corpus would not fit
@@ -139,11 +144,8 @@ class Fold:
         self.model, self.cache, self.stage = model, cache, stage
         self.featurize = make_feature_function(feature_extractor, data_args.audio_column_name, data_args.label_column_name)
         seed = training_args.seed
-        limited = {
-            "train": limit(splits["train"], data_args.max_train_samples, seed),
-            "validation": limit(splits["validation"], data_args.max_eval_samples, seed),
-            "test": limit(splits["test"], data_args.max_test_samples, seed),
-        }
+        limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples, "test": data_args.max_test_samples}
+        limited = {split: limit(splits[split], limits[split], seed) for split in limits if split in splits}
         self.views = NoisyViews(limited, bank, noise_args, data_args.audio_column_name, data_args.preprocessing_num_workers)
 
     def _map(self, ds, augmentation, desc):
@@ -160,6 +162,8 @@ class Fold:
                     batch_size=self.training_args.per_device_eval_batch_size, dtype=self.data_args.feature_cache_dtype,
                     desc=f"{desc}: backbone states",
                 )
+            if self.data_args.speaker_normalization:
+                states = normalize_per_speaker(states, ds[self.data_args.speaker_column_name])
             return states.with_format("numpy")
 
     def train_dataset(self):
@@ -194,6 +198,12 @@ def train_fold(splits, label_names, bank, model_args, data_args, noise_args, tra
     cache = data_args.cache_features and not trainable_backbone
     if data_args.cache_features and trainable_backbone:
         logger.warning("backbone is trainable (LoRA or unfrozen): backbone states are not cached")
+    if data_args.speaker_normalization:
+        if not (cache and model.config.pool_before_fusion):
+            raise ValueError("--speaker_normalization needs cached pooled statistics: a frozen backbone, --cache_features "
+                             "true and pool_before_fusion=true")
+        logger.warning("speaker normalisation (transductive): each test speaker is normalised with its own clips; "
+                       "single-clip inference (pipeline, handler, demo) does not do this")
     fold = Fold(splits, model, feature_extractor, bank, data_args, noise_args, training_args, cache, stage)
     train_dataset, augmentation = fold.train_dataset()
     args = copy.deepcopy(training_args)
@@ -204,12 +214,14 @@ def train_fold(splits, label_names, bank, model_args, data_args, noise_args, tra
     class_weights = None
     if model_args.class_weighted_loss:
         class_weights = inverse_frequency_weights(fold.views.splits["train"][data_args.label_column_name], len(label_names))
+    if model.config.standardize_features:
+        fit_feature_statistics(model, train_dataset, PaddingCollator(), args.per_device_eval_batch_size)
     trainer = NserTrainer(
         model=model, args=args, train_dataset=train_dataset, eval_dataset=fold.validation_dataset(),
         data_collator=PaddingCollator(), compute_metrics=make_compute_metrics(label_names),
         processing_class=feature_extractor, callbacks=callbacks, class_weights=class_weights,
     )
-    last_checkpoint = get_last_checkpoint(args.output_dir) if resume and os.path.isdir(args.output_dir) else None
+    last_checkpoint = last_complete_checkpoint(args.output_dir) if resume and os.path.isdir(args.output_dir) else None
     with stage("training", len(train_dataset)):
         trainer.train(resume_from_checkpoint=last_checkpoint)
     trainer.args.remove_unused_columns = True
@@ -228,7 +240,10 @@ def run_experiment(model_args, data_args, noise_args, training_args, run_args, s
     corpus, label_names = prepare_columns(corpus, data_args.audio_column_name, data_args.label_column_name, data_args.emotion_labels)
     bank = load_noise_bank(noise_args)
     if data_args.cv_column:
-        folds = cross_validation_folds(corpus, data_args.cv_column)
+        folds = cross_validation_folds(
+            corpus, data_args.cv_column, data_args.cv_folds, data_args.cv_validation, data_args.validation_column,
+            data_args.validation_groups, data_args.validation_fraction, data_args.label_column_name,
+        )
     else:
         splits = speaker_independent_splits(
             corpus, data_args.speaker_column_name, data_args.test_groups, data_args.validation_groups,
@@ -241,7 +256,9 @@ def run_experiment(model_args, data_args, noise_args, training_args, run_args, s
         if name:
             fold_args.output_dir = os.path.join(training_args.output_dir, name)
         done = Path(fold_args.output_dir) / FOLD_RESULTS
-        if done.exists() and not run_args.overwrite_output_dir:
+        # The last fold is resumed (its last checkpoint), never skipped: its model makes the report's layer weights
+        # and, for a single split, the model folder.
+        if done.exists() and not run_args.overwrite_output_dir and name != folds[-1][0]:
             logger.info("fold %s already finished: reusing %s", name, done)
             per_fold.append(json.loads(done.read_text()))
             continue
@@ -251,10 +268,23 @@ def run_experiment(model_args, data_args, noise_args, training_args, run_args, s
         )
         if trainer.is_world_process_zero():
             done.parent.mkdir(parents=True, exist_ok=True)
-            done.write_text(json.dumps(rows, indent=1))
+            write_text_atomic(done, json.dumps(rows, indent=1))
         per_fold.append(rows)
+    final_trainer = None
+    if data_args.cv_column and run_args.train_final_model:
+        splits = all_groups_splits(corpus, data_args.cv_column, data_args.validation_column, data_args.validation_groups,
+                                   data_args.validation_fraction, data_args.label_column_name)
+        final_args = copy.deepcopy(training_args)
+        final_args.output_dir = os.path.join(training_args.output_dir, "final-model")
+        logger.info("training the final model on every %s (%d clips), validation %d clips", data_args.cv_column,
+                    len(splits["train"]), len(splits["validation"]))
+        _, final_trainer, feature_extractor = train_fold(
+            splits, label_names, bank, model_args, data_args, noise_args, final_args,
+            resume=not run_args.overwrite_output_dir, stage=stage,
+        )
+        trainer = trainer or final_trainer
     if bank is not None and trainer is not None and trainer.is_world_process_zero():
         bank.save_split(Path(training_args.output_dir) / "noise_split.csv")
     rows = aggregate(per_fold) if len(per_fold) > 1 else per_fold[0]
-    return {"rows": rows, "folds": per_fold, "trainer": trainer, "feature_extractor": feature_extractor,
-            "label_names": label_names, "fold_names": [name for name, _ in folds]}
+    return {"rows": rows, "folds": per_fold, "trainer": trainer, "final_trainer": final_trainer,
+            "feature_extractor": feature_extractor, "label_names": label_names, "fold_names": [name for name, _ in folds]}

@@ -1,5 +1,8 @@
 """Backbone hidden states computed once per example and condition, reused by every later epoch and run.
 
+What is stored follows the model: every layer's frames (time-major, padding cut) for frame-level fusion, or every
+layer's mean and std over real frames (`layers x 2 x d_model` per clip) when `pool_before_fusion=True`.
+
 With a frozen backbone the only expensive part of training is Whisper itself, so its layer states are
 written once into a `datasets` Arrow cache file (memory-mapped on reading) named by a fingerprint of the
 input dataset (its audio, noise condition and features) and of the backbone (weights and every config
@@ -49,10 +52,18 @@ class _ExtractLayerStates:
         inputs = self.collate(examples)
         with torch.no_grad():
             states = self.model.extract_layer_states(inputs["input_features"], inputs["attention_mask"])
-        out = {"encoder_layer_states": _unpad(states.encoder_layer_states, states.encoder_layer_mask, self.dtype)}
+        out = {}
+        if states.decoder_layer_states is not None:
+            out["hypothesis_ids"] = [ids[mask].tolist() for ids, mask in zip(states.hypothesis_ids, states.decoder_layer_mask)]
+        if self.model.config.pool_before_fusion:
+            stats = self.model.with_layer_statistics(states)
+            out["encoder_layer_stats"] = list(stats.encoder_layer_stats.numpy().astype(self.dtype))
+            if stats.decoder_layer_stats is not None:
+                out["decoder_layer_stats"] = list(stats.decoder_layer_stats.numpy().astype(self.dtype))
+            return out
+        out["encoder_layer_states"] = _unpad(states.encoder_layer_states, states.encoder_layer_mask, self.dtype)
         if states.decoder_layer_states is not None:
             out["decoder_layer_states"] = _unpad(states.decoder_layer_states, states.decoder_layer_mask, self.dtype)
-            out["hypothesis_ids"] = [ids[mask].tolist() for ids, mask in zip(states.hypothesis_ids, states.decoder_layer_mask)]
         return out
 
 
@@ -70,17 +81,24 @@ def cache_layer_states(ds, model, cache_dir, batch_size=8, dtype="float16", desc
     if "input_features" not in ds.column_names:
         raise ValueError(f"cache_layer_states needs an 'input_features' column; columns: {ds.column_names}")
     model.eval()
-    fingerprint = hashlib.sha256(f"{ds._fingerprint}-{backbone_fingerprint(model)}-{dtype}".encode()).hexdigest()[:24]
-    cache_file = Path(cache_dir) / f"layer-states-{fingerprint}.arrow"
+    pooled = model.config.pool_before_fusion
+    stored = "stats" if pooled else "states"
+    fingerprint = hashlib.sha256(f"{ds._fingerprint}-{backbone_fingerprint(model)}-{dtype}-{stored}".encode()).hexdigest()[:24]
+    cache_file = Path(cache_dir) / f"layer-{stored}-{fingerprint}.arrow"
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     if cache_file.exists():
         logger.info("reusing cached backbone states %s", cache_file)
     hidden = model.config.backbone_config.d_model
     features = Features({k: v for k, v in ds.features.items() if k != "input_features"})
-    features["encoder_layer_states"] = Array3D(shape=(None, model.config.num_encoder_states, hidden), dtype=dtype)
+    groups = [("encoder", model.config.num_encoder_states)]
     if model.config.use_decoder:
-        features["decoder_layer_states"] = Array3D(shape=(None, model.config.num_decoder_states, hidden), dtype=dtype)
+        groups.append(("decoder", model.config.num_decoder_states))
         features["hypothesis_ids"] = Sequence(Value("int64"))
+    for group, layers in groups:
+        if pooled:
+            features[f"{group}_layer_stats"] = Array3D(shape=(layers, 2, hidden), dtype=dtype)
+        else:
+            features[f"{group}_layer_states"] = Array3D(shape=(None, layers, hidden), dtype=dtype)
     return ds.map(
         _ExtractLayerStates(model, np.dtype(dtype)),
         batched=True,

@@ -64,6 +64,7 @@ class PaddingCollator:
     pad value never reaches a logit."""
 
     state_keys = ("encoder_layer_states", "decoder_layer_states")
+    stats_keys = ("encoder_layer_stats", "decoder_layer_stats")  # fixed shape (layers, 2, d_model): stacked
 
     def __call__(self, examples):
         batch = {}
@@ -76,6 +77,9 @@ class PaddingCollator:
                 padded, mask = _pad_last(states)  # (B, L, D, T)
                 batch[key] = padded.transpose(-1, -2)  # (B, L, T, D)
                 batch[key.replace("states", "mask")] = mask
+        for key in self.stats_keys:
+            if key in examples[0]:
+                batch[key] = torch.as_tensor(np.stack([np.asarray(e[key]) for e in examples]), dtype=torch.float32)
         if "labels" in examples[0]:
             batch["labels"] = torch.tensor([int(e["labels"]) for e in examples])
         return batch

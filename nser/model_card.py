@@ -123,6 +123,7 @@ def render_model_card(
     layer_weights: Mapping[str, Sequence[float]] | None = None,
     license: str | None = None,
     benchmark_reports: Sequence[str | Path] = (),
+    evaluation_protocol: str = "",
     template_path: str | Path = TEMPLATE_PATH,
 ) -> ModelCard:
     """Render the model card for result rows (or rows from `nser.report.aggregate`).
@@ -130,7 +131,8 @@ def render_model_card(
     `model_name` is the Hub repo id used in the usage snippet and the model-index; `command` is the
     exact command line that produced `rows`; `config_summary` holds the architectural settings shown
     on the card; `benchmark_reports` are `bench.robustness` reports whose summaries the card shows next to
-    the model's own results. Save the result with `card.save(path)` or push it with `card.push_to_hub(repo_id)`.
+    the model's own results; `evaluation_protocol` says how the results were measured (e.g. cross-validation
+    folds, and that this checkpoint was trained on every speaker afterwards). Save the result with `card.save(path)` or push it with `card.push_to_hub(repo_id)`.
     """
     if not rows:
         raise ValueError("no result rows for the model card")
@@ -168,6 +170,7 @@ def render_model_card(
         results_macro_f1=markdown_table(rows, "macro_f1"),
         results_ua=markdown_table(rows, "ua"),
         command=command,
+        evaluation_protocol=evaluation_protocol,
         benchmark_markdown="\n".join(benchmark_markdown(report) for report in benchmark_reports),
     )
     logger.info("rendered model card for %s with %d conditions", model_name, len(rows))

@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from nser.atomic import write_text_atomic
 from nser.metrics import SCALAR_METRICS
 
 logger = logging.getLogger(__name__)
@@ -236,8 +237,8 @@ def write_report(
     results_json = json.dumps(payload, indent=2)
     results_markdown = _report_markdown(rows, title)
     output_dir.mkdir(parents=True, exist_ok=True)
-    paths["json"].write_text(results_json + "\n", encoding="utf-8")
-    paths["markdown"].write_text(results_markdown, encoding="utf-8")
+    write_text_atomic(paths["json"], results_json + "\n")  # never a truncated file, even if killed here
+    write_text_atomic(paths["markdown"], results_markdown)
     _plot_f1_vs_snr(rows, paths["f1_vs_snr"])
     if layer_weights is not None:
         _plot_layer_weights(layer_weights, paths["layer_weights"])

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 from transformers import Trainer
 
 from configuration_nser import NserConfig
-from modeling_nser import WhisperForNoisyEmotionClassification
+from modeling_nser import NserLayerStates, WhisperForNoisyEmotionClassification
 from nser.metrics import classification_metrics
 
 logger = logging.getLogger(__name__)
@@ -49,11 +50,12 @@ def parse_config_overrides(text):
         key = key.strip()
         if not sep or key not in valid:
             raise ValueError(f"--config_overrides item {item!r}: expected key=value with key one of {sorted(valid)}")
-        overrides[key] = _parse_value(raw.strip())
+        overrides[key] = parse_value(raw.strip())
     return overrides
 
 
-def _parse_value(raw):
+def parse_value(raw):
+    """'true' -> True, 'none' -> None, '3' -> 3, '0.1' -> 0.1, anything else stays a string."""
     lowered = raw.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
@@ -80,6 +82,36 @@ def build_model(model_name_or_path, label_names, config_overrides=None, freeze_b
     return WhisperForNoisyEmotionClassification.from_whisper(
         model_name_or_path, label_names, freeze_backbone=freeze_backbone, **overrides
     )
+
+
+@torch.no_grad()
+def fit_feature_statistics(model, dataset, collator, batch_size=64):
+    """Store the training set's mean and std of every pooled layer vector in the model (`standardize_features`).
+
+    Reads cached layer statistics when the dataset has them; otherwise runs the backbone once over `dataset`."""
+    groups = list(model.standardizers)
+    sums = {group: 0.0 for group in groups}
+    squares = {group: 0.0 for group in groups}
+    count = 0
+    model.eval()
+    for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collator):
+        if "encoder_layer_stats" in batch:
+            states = NserLayerStates(encoder_layer_stats=batch["encoder_layer_stats"],
+                                     decoder_layer_stats=batch.get("decoder_layer_stats"))
+        else:
+            states = model.extract_layer_states(batch["input_features"], batch["attention_mask"])
+        for group in groups:
+            vectors = model.pooled_layer_vectors(group, states, standardize=False).double()  # (B, L, P)
+            sums[group] = sums[group] + vectors.sum(dim=0)
+            squares[group] = squares[group] + (vectors**2).sum(dim=0)
+        count += vectors.shape[0]
+    if count == 0:
+        raise ValueError("fit_feature_statistics: the training set is empty")
+    for group in groups:
+        mean = sums[group] / count
+        std = (squares[group] / count - mean**2).clamp(min=0).sqrt()
+        model.set_feature_statistics(group, mean.float(), std.float())
+    logger.info("feature standardisation fitted on %d training examples (%s)", count, ", ".join(groups))
 
 
 def evaluate_conditions(trainer, conditions, label_names):

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The README's main job: train nser on CASIA (speaker-independent split) with real noise augmentation and
-# evaluate clean speech and every noise type x SNR. Installs what it needs (apt FFmpeg libraries, a venv).
+# The README's main job: nser's default model on CASIA with real noise augmentation, measured by leave-one-speaker-out
+# cross-validation (each of the four speakers tested once by a model trained on the other three; clean speech and
+# every noise type x SNR), then one deployable model trained on all four speakers (validation: held-out sentences).
+# Installs what it needs (apt FFmpeg libraries, a venv).
 # Uses ../shared/models/whisper-base and ../shared/data when present; otherwise says loudly what it falls back to.
 # Output folder: $NSER_OUTPUT_DIR (default outputs/nser-main); an existing finished run is never overwritten.
 set -euo pipefail
@@ -21,13 +23,13 @@ else
 fi
 
 if [ -d "$SHARED/data/casia" ]; then
-  # Test speaker: the script's default; the other three train, validation = their sentences 241-250.
-  "$PY" -m dataset_scripts.casia --source_dir "$SHARED/data/casia" --output_dir data/casia-3spk --validation_speakers
-  overrides+=(--dataset_name data/casia-3spk)
+  # Folds by speaker (configs/main_job.json); validation = every training speaker's sentences 241-250.
+  "$PY" -m dataset_scripts.casia --source_dir "$SHARED/data/casia" --output_dir data/casia
+  overrides+=(--dataset_name data/casia)
 elif [ -d "$SHARED/data/ravdess" ]; then
-  echo "!!! $SHARED/data/casia not found: FALLING BACK to RAVDESS ($SHARED/data/ravdess), English" >&2
+  echo "!!! $SHARED/data/casia not found: FALLING BACK to RAVDESS ($SHARED/data/ravdess), English, 3 folds of 4 actors" >&2
   "$PY" -m dataset_scripts.ravdess --source_dir "$SHARED/data/ravdess" --output_dir data/ravdess
-  overrides+=(--dataset_name data/ravdess --validation_column "" --validation_groups ""
+  overrides+=(--dataset_name data/ravdess --cv_folds 3 --validation_column "" --validation_groups ""
              --config_overrides "use_decoder=false,asr_language=en")
 else
   echo "!!! no corpus under $SHARED/data: prepare one with dataset_scripts/ and pass --dataset_name (see README)" >&2

@@ -204,7 +204,8 @@ def tiny_assets(tmp_path_factory):
 
 
 def tiny_arguments(assets, output_dir, *extra):
-    chosen = ["whisper_last", "wfac", "nser_enc", "nser_encdec", "nser_enc_clean"] + (["egemaps"] if HAS_OPENSMILE else [])
+    chosen = ["whisper_last", "probe", "wfac", "nser_enc", "nser_encdec", "nser_enc_clean", "nser_default",
+              "nser_default_speaker_norm"] + (["egemaps"] if HAS_OPENSMILE else [])
     return ["--model", str(assets["whisper"]), "--dataset_dir", str(assets["dataset"]), "--noise_dir", str(assets["noise"]),
             "--output_dir", str(output_dir), "--feature_cache_dir", str(output_dir / "cache"), "--language", "en",
             "--noise_types", "hum", "white", "--snrs", "10", "0", "--seeds", "0", "1", "--epochs", "2",
@@ -225,8 +226,8 @@ def test_every_system_runs_end_to_end_on_a_tiny_whisper_and_reuses_finished_runs
     markdown = (tmp_path / "robustness.md").read_text()
     keys = [s["spec"]["key"] for s in payload["systems"]]
     expected = ["egemaps"] if HAS_OPENSMILE else []
-    expected += ["whisper_last", "wfac", "nser_enc_on_trainall-validationall-test6", "nser_enc", "nser_encdec",
-                 "nser_enc_on_train8-validation4-test4", "nser_enc_clean"]
+    expected += ["whisper_last", "probe", "wfac", "nser_enc_on_trainall-validationall-test6", "nser_enc", "nser_encdec",
+                 "nser_enc_on_train8-validation4-test4", "nser_enc_clean", "nser_default", "nser_default_speaker_norm"]
     assert keys == expected
     summary = summary_rows(markdown)
     assert len(summary) == len(keys)
@@ -241,14 +242,20 @@ def test_every_system_runs_end_to_end_on_a_tiny_whisper_and_reuses_finished_runs
         snrs = system["spec"]["snrs"]
         assert conditions == {"clean"} | {f"{n}_{s:g}dB" for n in ("hum", "white") for s in snrs}
         assert all(math.isfinite(row["macro_f1_mean"]) and math.isfinite(row["ua_mean"]) for row in system["aggregated"])
-        assert len(system["results"]) == (1 if system["spec"]["kind"] == "egemaps" else 2)
+        assert len(system["results"]) == (1 if system["spec"]["kind"] in ("egemaps", "probe") else 2)
     cost = {s["spec"]["key"]: s["cost"] for s in payload["systems"]}
     sizes = next(s["sizes"] for s in payload["systems"] if s["spec"]["key"] == "wfac")
     for key in ("training_examples", "inference_clips"):  # per seed, as for the nser control on the same clips
         assert cost["wfac"][key] == cost["nser_enc_on_trainall-validationall-test6"][key] > 0
     assert cost["wfac"]["clips_computed"] == (cost["wfac"]["training_examples"] + sizes["validation"] + cost["wfac"]["inference_clips"])
+    # the probe and the default head read the statistics cache that the default head wrote first
+    assert cost["probe"]["clips_computed"] == 0 < cost["nser_default"]["clips_computed"]
+    assert cost["probe"]["clips_reused"] == cost["probe"]["training_examples"] + cost["probe"]["inference_clips"]
+    probe = next(s for s in payload["systems"] if s["spec"]["key"] == "probe")["results"][0]["selection"]
+    assert probe["C"] in probe["c_grid"] and probe["inner_folds"] == 2  # grouped by the two training speakers
     weights = {s["spec"]["key"]: s["results"][0]["layer_weights"] for s in payload["systems"]}
     assert len(weights["nser_enc"]["encoder"]) == 3 and set(weights["nser_encdec"]) == {"encoder", "decoder"}
+    assert len(weights["nser_default"]["encoder"]) == 3
     assert sum(weights["wfac"]["encoder"]) == pytest.approx(1.0)
     for name in ("robustness.json", "f1_vs_snr.png", "layer_weights.png"):
         assert (tmp_path / name).stat().st_size > 0
@@ -265,21 +272,25 @@ def test_every_system_runs_end_to_end_on_a_tiny_whisper_and_reuses_finished_runs
 
 def test_leave_one_speaker_out_tests_every_speaker_once_and_averages_each_seed_over_folds(tiny_assets, tmp_path):
     argv = tiny_arguments(tiny_assets, tmp_path)
-    argv = argv[:argv.index("--systems")] + ["--systems", "whisper_last", "nser_enc", "--cv_column", "speaker"]
+    argv = argv[:argv.index("--systems")] + ["--systems", "whisper_last", "nser_enc", "--cv_column", "speaker",
+                                             "--validation_fraction", "0.34"]
     payload = robustness.main(argv)
     markdown = (tmp_path / "robustness.md").read_text()
     folds = ["speaker-s1", "speaker-s2", "speaker-s3", "speaker-s4"]
     assert payload["folds"] == folds
-    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [f"dataset-{fold}" for fold in folds]  # no unused subsets
+    folders = sorted(p.name for p in (tmp_path / "data").iterdir())  # no unused subsets
+    assert [re.sub(r"-[0-9a-f]{6}$", "", name) for name in folders] == [f"dataset-{fold}" for fold in folds]
     everything = sum(len(ds) for ds in load_from_disk(str(tiny_assets["dataset"])).values())
-    for fold, test_speaker in zip(folds, ("s1", "s2", "s3", "s4")):
-        corpus = load_from_disk(str(tmp_path / "data" / f"dataset-{fold}"))
+    for folder, test_speaker in zip(folders, ("s1", "s2", "s3", "s4")):
+        corpus = load_from_disk(str(tmp_path / "data" / folder))
+        others = {"s1", "s2", "s3", "s4"} - {test_speaker}
         assert set(corpus["test"]["speaker"]) == {test_speaker}
-        assert not set(corpus["validation"]["speaker"]) & (set(corpus["train"]["speaker"]) | {test_speaker})
+        assert set(corpus["train"]["speaker"]) == others  # every speaker that is not tested trains
+        assert set(corpus["validation"]["speaker"]) == others  # validation: a share of their own clips
         assert sum(len(ds) for ds in corpus.values()) == everything
     for system in payload["systems"]:
         assert system["sizes"]["test"] == everything  # every clip tested once
-        assert system["spec"]["dataset_dir"].endswith("dataset-<fold>")
+        assert re.search(r"dataset-<fold>-[0-9a-f]{6}$", system["spec"]["dataset_dir"])
         for result in system["results"]:
             per_fold = [json.loads((tmp_path / fold / system["spec"]["key"] / f"seed-{result['seed']}" / "bench_result.json").read_text())
                         for fold in folds]
@@ -287,10 +298,44 @@ def test_leave_one_speaker_out_tests_every_speaker_once_and_averages_each_seed_o
                 assert row["macro_f1"] == pytest.approx(np.mean([f["rows"][index]["macro_f1"] for f in per_fold]))
                 assert row["num_examples"] == everything
             assert result["stages"]["training"]["seconds"] == pytest.approx(sum(f["stages"]["training"]["seconds"] for f in per_fold))
-    assert "leave-one-`speaker`-out" in markdown
+    assert "cross-validation by `speaker` over all its clips, 4 folds: each fold tests one speaker, trains on every " \
+           "other speaker and validates on a stratified 34% of their clips per label" in markdown
     per_fold_section = markdown.split("## Per fold")[1].split("## ")[0]
     assert per_fold_section.count("| (4) nser_enc |") == 2  # macro-F1 and UA
     assert all(f"{fold}: clean / noisy avg" in per_fold_section for fold in folds)
+
+
+def test_development_split_tests_the_validation_speakers_and_never_reads_the_test_split(tiny_assets, tmp_path):
+    argv = tiny_arguments(tiny_assets, tmp_path)
+    argv = argv[:argv.index("--systems")] + ["--systems", "probe", "--development", "--validation_fraction", "0.34",
+                                             "--variant", "wd:use_decoder=false:weight_decay=0.5,num_train_epochs=1"]
+    payload = robustness.main(argv)
+    (folder,) = (tmp_path / "data").iterdir()
+    corpus = load_from_disk(str(folder))
+    assert set(corpus["test"]["speaker"]) == {"s3"}  # the prepared corpus's validation speaker
+    assert set(corpus["train"]["speaker"]) == set(corpus["validation"]["speaker"]) == {"s1", "s2"}
+    assert "s4" not in set(corpus["train"]["speaker"]) | set(corpus["test"]["speaker"])
+    variant = next(s for s in payload["systems"] if s["spec"]["key"] == "wd")
+    assert variant["spec"]["training_overrides"] == {"weight_decay": 0.5, "num_train_epochs": 1}
+    assert "development split" in (tmp_path / "robustness.md").read_text()
+
+
+@pytest.mark.parametrize("variant, message", [("x", "expected KEY:CONFIG_OVERRIDES"), ("x:bogus=1", "bogus=1"),
+                                              ("x:use_decoder=false:nope=1", "'nope=1' is not a TrainingArguments")])
+def test_bad_variants_are_refused_before_any_work(variant, message, capsys):
+    with pytest.raises(SystemExit):
+        robustness.parse_args(["--variant", variant])
+    assert message in capsys.readouterr().err
+
+
+def test_probe_chooses_c_by_speaker_grouped_cross_validation():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 40)
+    x = rng.normal(size=(80, 5)) + y[:, None] * 2.0
+    groups = np.tile(np.repeat(["a", "b", "c", "d"], 10), 2)
+    best, scores = systems.grouped_c_search(x, y, groups, (1e-4, 1.0), inner_folds=4)
+    assert set(scores) == {1e-4, 1.0} and best == max(scores, key=lambda c: (scores[c], -c))
+    assert all(0.0 <= v <= 1.0 for v in scores.values())
 
 
 def test_cross_validation_column_must_exist(tiny_assets, tmp_path):
@@ -326,7 +371,7 @@ def test_quick_run_on_whisper_base_and_casia(tmp_path):
     markdown = (tmp_path / "bench" / "robustness.md").read_text()
     assert markdown in out
     summary = summary_rows(markdown)
-    numbers = ["1", "1c", "2", "3", "4*", "4", "5", "6"]
+    numbers = ["1", "1c", "2", "2p", "3", "4*", "4", "5", "6", "N", "Nc"]
     assert [name.split(")")[0][1:] for name in summary] == numbers
     for cells in summary.values():
         assert all(re.fullmatch(r"\d+\.\d ± \d+\.\d", cell) for cell in cells[2:]), cells

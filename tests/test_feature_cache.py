@@ -1,21 +1,28 @@
 """The backbone-state cache: exact states, computed once, recomputed when the backbone or the audio changes."""
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 from datasets import Dataset
 
+from modeling_nser import NserLayerStates
 from nser.feature_cache import backbone_fingerprint, cache_layer_states
 from nser.features import PaddingCollator
-from tiny_models import random_features, tiny_model
+from nser.speaker_norm import normalize_per_speaker
+from nser.training import fit_feature_statistics
+from tiny_models import FRAME_LEVEL, random_features, tiny_model
 
 
 def feature_dataset(seed=0, lengths=(30, 57, 41)):
-    rows = {"input_features": [random_features(n, seed=seed + i)[0].numpy() for i, n in enumerate(lengths)], "labels": [0, 1, 2]}
+    rows = {"input_features": [random_features(n, seed=seed + i)[0].numpy() for i, n in enumerate(lengths)],
+            "labels": [i % 3 for i in range(len(lengths))]}
     return Dataset.from_dict(rows)
 
 
 def test_cached_states_give_the_logits_of_the_full_forward(tmp_path):
-    model = tiny_model()  # encoder + decoder
+    model = tiny_model(**FRAME_LEVEL)  # encoder + decoder, frame-level fusion: every frame is cached
     ds = feature_dataset()
     cached = cache_layer_states(ds, model, tmp_path, batch_size=2, dtype="float32").with_format("numpy")
     assert cached[1]["encoder_layer_states"].shape == (29, 3, 16)  # ceil(57 / 2) frames, 3 states, d_model
@@ -28,7 +35,7 @@ def test_cached_states_give_the_logits_of_the_full_forward(tmp_path):
 
 
 def test_cache_is_reused_and_invalidated_by_backbone_or_audio_changes(tmp_path, monkeypatch):
-    model = tiny_model(use_decoder=False)
+    model = tiny_model(use_decoder=False, **FRAME_LEVEL)
     ds = feature_dataset()
     first = cache_layer_states(ds, model, tmp_path)
     calls = []
@@ -40,7 +47,7 @@ def test_cache_is_reused_and_invalidated_by_backbone_or_audio_changes(tmp_path, 
     assert calls == [] and again.cache_files == first.cache_files
     assert np.array_equal(np.asarray(again[0]["encoder_layer_states"]), np.asarray(first[0]["encoder_layer_states"]))
 
-    other_weights = tiny_model(seed=1, use_decoder=False)
+    other_weights = tiny_model(seed=1, use_decoder=False, **FRAME_LEVEL)
     assert backbone_fingerprint(other_weights) != backbone_fingerprint(model)
     assert cache_layer_states(ds, other_weights, tmp_path).cache_files != first.cache_files and calls
     other_audio = feature_dataset(seed=5)
@@ -50,7 +57,7 @@ def test_cache_is_reused_and_invalidated_by_backbone_or_audio_changes(tmp_path, 
 
 
 def test_float16_cache_stays_close_to_the_exact_states(tmp_path):
-    model = tiny_model(use_decoder=False)
+    model = tiny_model(use_decoder=False, **FRAME_LEVEL)
     ds = feature_dataset()
     exact = cache_layer_states(ds, model, tmp_path, dtype="float32").with_format("numpy")[0]["encoder_layer_states"]
     half_ds = cache_layer_states(ds, model, tmp_path, dtype="float16")
@@ -58,3 +65,54 @@ def test_float16_cache_stays_close_to_the_exact_states(tmp_path):
     half = half_ds.with_format("numpy")[0]["encoder_layer_states"]
     assert np.array_equal(half, half.astype(np.float16).astype(half.dtype))  # stored at half precision
     np.testing.assert_allclose(half.astype(np.float32), exact, rtol=2e-3, atol=2e-3)
+
+
+def test_pooled_models_cache_layer_statistics_and_give_the_logits_of_the_full_forward(tmp_path):
+    model = tiny_model(pool_before_fusion=True, use_decoder=True)
+    ds = feature_dataset()
+    cached = cache_layer_states(ds, model, tmp_path, batch_size=2, dtype="float32").with_format("numpy")
+    assert set(cached.column_names) == {"labels", "hypothesis_ids", "encoder_layer_stats", "decoder_layer_stats"}
+    assert cached[1]["encoder_layer_stats"].shape == (3, 2, 16)  # layers x (mean, std) x d_model, whatever the length
+    assert Path(cached.cache_files[0]["filename"]).name.startswith("layer-stats-")
+    frames = cache_layer_states(ds, tiny_model(**FRAME_LEVEL), tmp_path, batch_size=2)
+    assert frames.cache_files != cached.cache_files  # frames and statistics never share a file
+    collate = PaddingCollator()
+    with torch.no_grad():
+        from_cache = model(**{k: v for k, v in collate(list(cached)).items() if k != "labels"}).logits
+        direct = model(**{k: v for k, v in collate([dict(r) for r in ds.with_format("numpy")]).items() if k != "labels"}).logits
+    torch.testing.assert_close(from_cache, direct, atol=1e-5, rtol=0)
+
+
+def test_feature_statistics_are_fitted_from_cached_statistics_or_from_the_audio_alike(tmp_path):
+    ds = feature_dataset(lengths=(30, 57, 41))
+    from_cache, from_features = tiny_model(use_decoder=False), tiny_model(use_decoder=False)
+    fit_feature_statistics(from_cache, cache_layer_states(ds, from_cache, tmp_path, dtype="float32").with_format("numpy"),
+                           PaddingCollator(), batch_size=3)
+    fit_feature_statistics(from_features, ds.with_format("numpy"), PaddingCollator(), batch_size=3)
+    standardizer = from_cache.standardizers["encoder"]
+    torch.testing.assert_close(standardizer.mean, from_features.standardizers["encoder"].mean, atol=1e-5, rtol=0)
+    torch.testing.assert_close(standardizer.std, from_features.standardizers["encoder"].std, atol=1e-5, rtol=0)
+    # after fitting, the training set's standardised vectors have mean 0 and std 1 in every dimension
+    batch = PaddingCollator()(list(cache_layer_states(ds, from_cache, tmp_path, dtype="float32").with_format("numpy")))
+    vectors = from_cache.pooled_layer_vectors("encoder", NserLayerStates(encoder_layer_stats=batch["encoder_layer_stats"]))
+    torch.testing.assert_close(vectors.mean(dim=0), torch.zeros(3, 32), atol=1e-4, rtol=0)
+    torch.testing.assert_close(vectors.std(dim=0, unbiased=False), torch.ones(3, 32), atol=1e-3, rtol=0)
+
+
+def test_speaker_normalisation_standardises_each_speaker_with_its_own_clips(tmp_path):
+    model = tiny_model(use_decoder=False)
+    ds = feature_dataset(lengths=(30, 57, 41, 66, 35))
+    cached = cache_layer_states(ds, model, tmp_path, dtype="float32")
+    speakers = ["x", "y", "x", "y", "x"]
+    normalized = normalize_per_speaker(cached, speakers).with_format("numpy")
+    values = np.asarray(cached.with_format("numpy")["encoder_layer_stats"])
+    x = values[[0, 2, 4]]
+    np.testing.assert_allclose(normalized[2]["encoder_layer_stats"], (x[1] - x.mean(0)) / np.maximum(x.std(0), 1e-4), rtol=1e-4, atol=1e-4)
+    for rows in ([0, 2, 4], [1, 3]):
+        np.testing.assert_allclose(np.asarray(normalized["encoder_layer_stats"])[rows].mean(0), 0.0, atol=1e-3)
+    assert normalized["labels"] == cached["labels"]
+    with pytest.raises(ValueError, match="2 speaker values for 5 clips"):
+        normalize_per_speaker(cached, ["x", "y"])
+    frames = cache_layer_states(ds, tiny_model(use_decoder=False, **FRAME_LEVEL), tmp_path)
+    with pytest.raises(ValueError, match="needs cached layer statistics"):
+        normalize_per_speaker(frames, speakers)

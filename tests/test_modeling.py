@@ -200,3 +200,62 @@ def test_from_whisper_builds_on_a_local_checkpoint(tmp_path):
     assert torch.equal(model.backbone.model.encoder.conv1.weight, whisper.model.encoder.conv1.weight)
     with pytest.raises(ValueError, match="label_names"):
         WhisperForNoisyEmotionClassification.from_whisper(tmp_path / "whisper", ["a", "a"])
+
+
+# ------------------------------------------------------------------ pooling before fusion (the default head)
+@pytest.mark.parametrize("pooling", ["mean", "mean_std"])
+@pytest.mark.parametrize("use_decoder", [False, True])
+def test_cached_layer_statistics_give_the_logits_of_the_frames(pooling, use_decoder):
+    model = tiny_model(pool_before_fusion=True, pooling=pooling, use_decoder=use_decoder)
+    features, mask = padded_batch([random_features(57, seed=3), random_features(90, seed=4)])
+    with torch.no_grad():
+        states = model.extract_layer_states(features, mask)
+        stats = model.with_layer_statistics(states)
+        from_frames = model(encoder_layer_states=states.encoder_layer_states, encoder_layer_mask=states.encoder_layer_mask,
+                            decoder_layer_states=states.decoder_layer_states, decoder_layer_mask=states.decoder_layer_mask).logits
+        from_stats = model(encoder_layer_stats=stats.encoder_layer_stats, decoder_layer_stats=stats.decoder_layer_stats).logits
+    assert stats.encoder_layer_stats.shape == (2, 3, 2, 16)
+    real = states.encoder_layer_states[1, :, : int(states.encoder_layer_mask[1].sum())]  # (L, T, D) of clip 1
+    torch.testing.assert_close(stats.encoder_layer_stats[1, :, 0], real.mean(dim=1))
+    torch.testing.assert_close(stats.encoder_layer_stats[1, :, 1], real.std(dim=1, unbiased=False).clamp(min=1e-3))
+    torch.testing.assert_close(from_stats, from_frames, atol=1e-6, rtol=0)
+
+
+def test_last_layer_mean_pooled_first_equals_fusing_then_pooling():
+    """(2) 'last layer, mean-pooled' computed from layer statistics is the frame-level system exactly."""
+    frame_level = tiny_model(encoder_fusion="last", pooling="mean", pool_before_fusion=False, standardize_features=False,
+                             use_decoder=False)
+    pooled_first = tiny_model(encoder_fusion="last", pooling="mean", pool_before_fusion=True, standardize_features=False,
+                              use_decoder=False)
+    pooled_first.load_state_dict(frame_level.state_dict())
+    features, mask = padded_batch([random_features(57, seed=3), random_features(90, seed=4)])
+    with torch.no_grad():
+        torch.testing.assert_close(pooled_first(features, mask).logits, frame_level(features, mask).logits, atol=1e-6, rtol=0)
+
+
+def test_feature_statistics_standardise_and_travel_with_the_weights(tmp_path):
+    model = tiny_model(use_decoder=True)  # defaults: pooled statistics, standardised
+    assert model.config.pool_before_fusion and model.config.standardize_features
+    mean, std = torch.randn(3, 32), torch.rand(3, 32) + 0.5
+    model.set_feature_statistics("encoder", mean, std)
+    stats = torch.randn(2, 3, 2, 16)
+    vectors = model.pooled_layer_vectors("encoder", NserLayerStates(encoder_layer_stats=stats))
+    torch.testing.assert_close(vectors, (stats.flatten(2) - mean) / std)
+    model.save_pretrained(tmp_path)
+    loaded = WhisperForNoisyEmotionClassification.from_pretrained(tmp_path).eval()
+    assert torch.equal(loaded.standardizers["encoder"].mean, mean) and torch.equal(loaded.standardizers["encoder"].std, std)
+    features = random_features(57, seed=3)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(features).logits, model(features).logits, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match=r"encoder statistics must be \(3, 32\)"):
+        model.set_feature_statistics("encoder", torch.zeros(3, 16), torch.ones(3, 16))
+    with pytest.raises(ValueError, match="standardize_features=True with that group"):
+        tiny_model(standardize_features=False).set_feature_statistics("encoder", mean, std)
+
+
+def test_standardisation_without_pooling_first_is_rejected():
+    with pytest.raises(ValueError, match="needs pool_before_fusion=True"):
+        NserConfig(pool_before_fusion=False, standardize_features=True)
+    model = tiny_model(pool_before_fusion=False, standardize_features=False, use_decoder=False)
+    with pytest.raises(ValueError, match="needs encoder_layer_states, not statistics"):
+        model(encoder_layer_stats=torch.zeros(1, 3, 2, 16))

@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from huggingface_hub import ModelCard
 from transformers import AutoModelForAudioClassification
 
@@ -94,8 +96,8 @@ def test_resumes_from_the_last_checkpoint_after_an_interruption(assets, tmp_path
     assert [p.name for p in (tmp_path / "out").glob("checkpoint-*")] == ["checkpoint-8"]
     monkeypatch.setattr(NserTrainer, "_save_checkpoint", save)
     resumed_from = []
-    original = nser.experiment.get_last_checkpoint
-    monkeypatch.setattr(nser.experiment, "get_last_checkpoint", lambda d: resumed_from.append(original(d)) or resumed_from[-1])
+    original = nser.experiment.last_complete_checkpoint
+    monkeypatch.setattr(nser.experiment, "last_complete_checkpoint", lambda d: resumed_from.append(original(d)) or resumed_from[-1])
     result = run_nser.main(arguments(assets, tmp_path / "out"))
     assert resumed_from == [str(tmp_path / "out" / "checkpoint-8")]
     assert result["trainer"].state.global_step == 16  # 2 epochs x (2 speakers x 4 labels x 2 clips x 2 noisy copies) / 4
@@ -224,3 +226,38 @@ def test_stage_hook_sees_extraction_training_and_inference(assets, tmp_path):
     assert extraction == [16, 16, 8] + [8] * 7
     assert ("training", 32) in calls and calls[-1] == ("inference", 7 * 8)
     assert [name for name, _ in calls].count("training") == 1
+
+
+def test_cross_validation_then_one_final_model_trained_on_every_speaker(assets, tmp_path):
+    out = tmp_path / "out"
+    result = run_nser.main(arguments(
+        assets, out, "--cv_column", "speaker", "--train_final_model", "true", "--num_train_epochs", "1",
+        "--test_snrs", "0", "--test_noise_types", "white",
+    ))
+    assert result["fold_names"] == ["speaker-s1", "speaker-s2", "speaker-s3", "speaker-s4"]
+    # 4 speakers x 4 labels x 2 clips: one clip of every (speaker, label) cell validates, the rest train (2 noisy copies)
+    assert len(result["final_trainer"].train_dataset) == 2 * 16 and len(result["final_trainer"].eval_dataset) == 16
+    assert len(result["trainer"].train_dataset) == 2 * 12  # a fold: three speakers train
+    card = (out / "model" / "README.md").read_text()
+    assert "cross-validation by `speaker` (4 folds): every speaker is tested once" in card
+    assert "trained afterwards with the same settings on every speaker" in card
+    model = AutoModelForAudioClassification.from_pretrained(out / "model", trust_remote_code=True)
+    assert model.config.pool_before_fusion and model.config.standardize_features
+    assert not torch.equal(model.standardizers["encoder"].std, torch.ones_like(model.standardizers["encoder"].std))
+    report = json.loads((out / "report" / "results.json").read_text())
+    assert report["rows"][0]["condition"] == "clean" and "macro_f1_std" in report["rows"][0]  # the fold mean
+
+
+def test_speaker_normalisation_is_transductive_and_needs_pooled_statistics(assets, tmp_path):
+    result = run_nser.main(arguments(
+        assets, tmp_path / "out", "--speaker_normalization", "true", "--num_train_epochs", "1", "--test_snrs", "0",
+        "--test_noise_types", "white",
+    ))
+    card = (tmp_path / "out" / "model" / "README.md").read_text()
+    assert "per-speaker normalisation (transductive)" in card
+    train = result["trainer"].train_dataset
+    values = np.asarray(train["encoder_layer_stats"], dtype=np.float32)
+    np.testing.assert_allclose(values[: len(train) // 2].mean(axis=0), 0.0, atol=2e-2)  # speakers' means removed
+    with pytest.raises(ValueError, match="--speaker_normalization needs cached pooled statistics"):
+        run_nser.main(arguments(assets, tmp_path / "frames", "--speaker_normalization", "true", "--config_overrides",
+                                "use_decoder=false,pool_before_fusion=false,standardize_features=false"))

@@ -7,6 +7,7 @@ from configuration_nser import NserConfig
 from modeling_nser import WhisperForNoisyEmotionClassification
 
 LABELS = ["angry", "happy", "neutral", "sad"]
+FRAME_LEVEL = {"pool_before_fusion": False, "standardize_features": False}  # the paper's frame-level layer adapter
 VOCAB = 100
 SPECIAL = {"decoder_start": 90, "eos": 91, "en": 92, "zh": 93, "transcribe": 94, "translate": 95, "notimestamps": 96}
 
