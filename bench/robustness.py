@@ -54,11 +54,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from bench.systems import SYSTEM_FUNCTIONS, SYNTHETIC_TRAIN_NOISE, Setup, SystemSpec, fingerprint
-from nser.arguments import NoiseArguments
+from nser.arguments import DataArguments, NoiseArguments
 from nser.atomic import write_text_atomic
 from nser.data import VALIDATION_MODES, cross_validation_folds, stratified_validation
 from nser.experiment import load_noise_bank
 from nser.metrics import SCALAR_METRICS
+from nser.preflight import PreflightError, preflight
 from nser.report import aggregate, markdown_table
 from nser.training import parse_config_overrides, parse_value
 
@@ -81,6 +82,9 @@ EXECUTION_ORDER = ("nser_default", "probe", "whisper_last", "nser_default_clean"
 FRAME_ADAPTER = "use_decoder=false,pool_before_fusion=false,standardize_features=false,pooling=mean"
 # The library's default head (NserConfig defaults: pooled layer statistics, standardised, layer adapter), encoder only.
 DEFAULT_HEAD = "use_decoder=false"
+# The default head's training recipe, chosen with the head on validation speakers (README, "Choosing the default"):
+# the library recipe plus weight decay, label smoothing and 20 epochs (the best epoch on validation is kept).
+DEFAULT_RECIPE = {"weight_decay": 0.05, "label_smoothing_factor": 0.1, "num_train_epochs": 20}
 PROBE_INNER_FOLDS = 4  # speaker-grouped folds for the probe's C (fewer when there are fewer training speakers)
 
 FULL = {
@@ -358,10 +362,11 @@ def build_specs(args, data_root):
                                         learned_layer_weights=True),
         "nser_default": lambda: SystemSpec("nser_default", "N", "nser default: pooled-statistics layer adapter, standardised",
                                    "nser", data(main), main, snrs, seeds, config_overrides=DEFAULT_HEAD, learned_layer_weights=True,
-                                   note="NserConfig defaults, encoder only: each layer's mean + std, standardised with "
+                                   training_overrides=DEFAULT_RECIPE, note="NserConfig defaults, encoder only: each layer's mean + std, standardised with "
                                         "training statistics, per-layer projection, softmax layer weights"),
         "nser_default_clean": lambda: SystemSpec("nser_default_clean", "Nc", "(N) clean-trained", "nser", data(main), main, snrs,
-                                         seeds, train_with_noise=False, config_overrides=DEFAULT_HEAD, learned_layer_weights=True),
+                                         seeds, train_with_noise=False, config_overrides=DEFAULT_HEAD, learned_layer_weights=True,
+                                         training_overrides=DEFAULT_RECIPE),
         "probe_speaker_norm": lambda: SystemSpec("probe_speaker_norm", "2p-s", "(2p) with speaker normalisation (transductive)",
                                          "probe", data(main), main, snrs, seeds[:1], speaker_normalization=True, options=probe,
                                          note="every speaker's clips standardised by that speaker's statistics, test "
@@ -369,6 +374,7 @@ def build_specs(args, data_root):
         "nser_default_speaker_norm": lambda: SystemSpec("nser_default_speaker_norm", "N-s",
                                                 "(N) with speaker normalisation (transductive)", "nser", data(main), main,
                                                 snrs, seeds, config_overrides=DEFAULT_HEAD, speaker_normalization=True,
+                                                training_overrides=DEFAULT_RECIPE,
                                                 learned_layer_weights=True, note="as (2p-s)"),
     }
     chosen = [specs[key]() for key in ALL_SYSTEMS if key in args.systems]  # builds only the chosen folders
@@ -627,8 +633,11 @@ def _save(figure, path):
 
 
 def plot_f1_vs_snr(systems, noise_types, snrs, path):
-    """Macro-F1 vs SNR, one panel per noise type plus their average; one line per system, clean at the right."""
+    """Macro-F1 vs SNR, one panel per noise type plus their average; one line per system, clean at the right. Every
+    panel has the same 0-100 axis and the chance level (uniform guessing: 100 / classes) dashed; the legend sits
+    below the panels, clear of the data."""
     ascending = sorted(snrs)
+    chance = 100.0 / len(systems[0][1][0]["rows"][0]["labels"])
     positions = {snr: i for i, snr in enumerate(ascending)}
     panels = list(noise_types) + ["mean over noise types"]
     columns = min(3, len(panels))
@@ -647,6 +656,8 @@ def plot_f1_vs_snr(systems, noise_types, snrs, path):
             if summary["clean"]:  # its own marker, not joined to the SNR curve
                 axes.errorbar([len(ascending)], [100 * summary["clean"][0]], yerr=[100 * summary["clean"][1]], marker="s",
                               capsize=2, color=line.lines[0].get_color())
+        axes.axhline(chance, color="0.4", linestyle="--", linewidth=1, label=f"chance ({chance:.1f} %)")
+        axes.set_ylim(0, 100)
         axes.set_xticks(range(len(ascending) + 1), [f"{s:g}" for s in ascending] + ["clean"])
         axes.set_title(panel)
         axes.set_xlabel("SNR (dB)")
@@ -701,16 +712,25 @@ def hyperparameters(setup):
     return (
         f"- nser systems (2, 4, 5, 6, 4*): frozen whisper-base, `run_experiment` with AdamW lr {setup.learning_rate:g}, "
         f"{setup.warmup_steps} warm-up steps then linear decay, batch {setup.batch_size}, {setup.epochs} epoch(s), evaluation "
-        "every epoch on the validation speaker(s), the epoch with the best validation macro-F1 kept; NserConfig defaults "
-        "otherwise (adapter_dim 256, embedding_dim 256, dropout 0.1, mean pooling over real frames).\n"
+        "every epoch on the validation clips, the epoch with the best validation macro-F1 kept; NserConfig defaults "
+        "otherwise (adapter_dim 256, embedding_dim 256).\n"
         f"- (3): the same optimiser, schedule, batch, epochs and selection on WhisperForAudioClassification's head "
         "(softmax layer weights, projector 512->256, classifier), gradient norm clipped at 1 (Trainer's default).\n"
         f"- (1): StandardScaler + LogisticRegression (lbfgs, max_iter 5000); C from {list(setup.egemaps_c_grid)} by validation macro-F1.\n"
+        "- (2p): every encoder layer's mean and std over real frames (7 x 2 x 512 = 7168 numbers for whisper-base), "
+        "StandardScaler + LogisticRegression (lbfgs, max_iter 2000); C by speaker-grouped cross-validation on the "
+        "training speakers only (GroupKFold, up to 4 folds, noisy copies of a clip in the same fold), then refit on all "
+        "training clips; the grid and the chosen C are in each run's bench_result.json.\n"
+        "- (N): NserConfig defaults (pooled statistics, standardised with training statistics saved in the model, "
+        "per-layer projection to adapter_dim, softmax layer weights), `run_experiment` with the recipe above plus any "
+        "training overrides the system lists. Variants (`v-...`) change only what their key line says.\n"
+        "- Speaker normalisation (`-s` systems): transductive, every speaker's statistics standardised with that speaker's "
+        "clips of the same condition; reported apart, not comparable with single-clip systems.\n"
         f"- Training noise: {', '.join(setup.train_noise_types)} (train-split files), SNR uniform in "
         f"[{setup.train_snr_low:g}, {setup.train_snr_high:g}] dB, {setup.clean_probability:.0%} of draws clean, "
         f"{setup.augment_copies} fixed draw(s) per training clip; validation with one draw of the same kind of noise "
         f"(clean for clean-trained systems). Noise seed {setup.noise_seed}.\n"
-        "- Nothing is tuned on a test condition: every choice above is fixed here or made on the validation speaker(s).\n"
+        "- Nothing is tuned on a test condition: every choice above is fixed here or made on validation clips or speakers.\n"
     )
 
 
@@ -857,6 +877,11 @@ def run(args, argv):
         augment_copies=args.augment_copies, noise_seed=args.noise_seed, egemaps_c_grid=tuple(args.egemaps_c_grid),
         show_progress=not args.quick, train_noise_types=train_noise,
     )
+    try:  # every argument, noise file and clip checked before any model is loaded
+        preflight(DataArguments(dataset_name=args.dataset_dir), setup.noise_arguments(args.snrs),
+                  argparse.Namespace(output_dir=str(output_dir)))
+    except PreflightError as error:
+        sys.exit(str(error))
     if args.cv_column:
         sources = materialise_folds(args, output_dir / "data")
     else:
