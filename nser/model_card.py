@@ -98,9 +98,11 @@ def benchmark_markdown(report_path: str | Path) -> str:
     corpus = lines[0].rsplit(":", 1)[-1].strip()
     summary_start = lines.index("## Summary")
     header = [line for line in lines[1:summary_start] if line.startswith(("Command:", "- ", "Subsets are"))]
-    cross_validation = re.search(r"leave-one-`(\w+)`-out", "\n".join(header))
+    text = "\n".join(header)
+    cross_validation = re.search(r"leave-one-`(\w+)`-out", text) or re.search(r"cross-validation by `(\w+)`", text)
     if cross_validation:  # tell it apart from a fixed-split report on the same corpus
-        corpus += f", leave-one-{cross_validation.group(1)}-out"
+        folds = re.search(r"(\d+) folds", text)
+        corpus += f", cross-validation by {cross_validation.group(1)}" + (f" ({folds.group(1)} folds)" if folds else "")
     summary = []
     for line in lines[summary_start + 1 :]:
         if line.startswith("## "):

@@ -168,11 +168,12 @@ def test_benchmark_summaries_are_shown_with_their_command(tmp_path):
     assert "## How the method compares" not in render().text  # no reports, no section
 
 
-def test_a_leave_one_speaker_out_report_is_named_as_such(tmp_path):
+def test_a_cross_validation_report_is_named_as_such(tmp_path):
     report = tmp_path / "robustness.md"
-    report.write_text(BENCH_REPORT.replace("corpus `data/ravdess`", "corpus `data/ravdess` (leave-one-`speaker`-out over all its clips)"))
+    report.write_text(BENCH_REPORT.replace("corpus `data/ravdess`", "corpus `data/ravdess` (cross-validation by `speaker` "
+                                                                     "over all its clips, 3 folds: each fold tests ...)"))
     card = render(benchmark_reports=[report])
-    assert "### ravdess, leave-one-speaker-out" in card.text
+    assert "### ravdess, cross-validation by speaker (3 folds)" in card.text
 
 
 @pytest.mark.parametrize("report", sorted(Path(__file__).resolve().parents[1].glob("bench/results/*/robustness.md")))
