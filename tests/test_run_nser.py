@@ -45,7 +45,7 @@ def arguments(assets, output_dir, *extra):
 
 
 def test_trains_evaluates_every_condition_and_writes_model_report_and_card(assets, tmp_path):
-    bench_report = REPO / "bench" / "results" / "casia-budget" / "robustness.md"
+    bench_report = REPO / "bench" / "results" / "casia-development" / "robustness.md"
     result = run_nser.main(arguments(assets, tmp_path / "out", "--benchmark_reports", str(bench_report)))
     conditions = [row["condition"] for row in result["rows"]]
     assert conditions == ["clean", "hiss_10dB", "hiss_0dB", "hum_10dB", "hum_0dB", "white_10dB", "white_0dB"]
@@ -58,7 +58,7 @@ def test_trains_evaluates_every_condition_and_writes_model_report_and_card(asset
     card = ModelCard.load(model_dir / "README.md")
     assert card.data.pipeline_tag == "audio-classification"
     assert len(card.data.eval_results) == 3 * len(conditions)  # macro-F1, UA, WA per condition
-    assert "## How the method compares" in card.text and "python -m bench.robustness --budget" in card.text
+    assert "## How the method compares" in card.text and "python -m bench.robustness --corpus casia --development" in card.text
     assert (model_dir / "handler.py").exists() and (model_dir / "results.json").exists()
     # Shareable as it is: no local path, every file readable, the integer-PCM-safe feature extractor.
     assert str(assets["whisper"]) not in (model_dir / "config.json").read_text() + card.text.split("## How to use")[0]
