@@ -80,6 +80,8 @@ EXECUTION_ORDER = ("nser_default", "probe", "whisper_last", "nser_default_clean"
                    "nser_enc_clean", "egemaps", "egemaps_clean", "control", "wfac", "nser_encdec", "nser_encdec_clean")
 # The paper's frame-level layer adapter, system (4): fuse each frame's layers, then mean-pool.
 FRAME_ADAPTER = "use_decoder=false,pool_before_fusion=false,standardize_features=false,pooling=mean"
+# System (2): the last encoder layer's time mean (pooled first, which equals fusing then pooling for one layer).
+LAST_LAYER_MEAN = "use_decoder=false,encoder_fusion=last,pooling=mean,standardize_features=false"
 # The library's default head (NserConfig defaults: pooled layer statistics, standardised, layer adapter), encoder only.
 DEFAULT_HEAD = "use_decoder=false"
 # The default head's training recipe, chosen with the head on validation speakers (README, "Choosing the default"):
@@ -337,7 +339,7 @@ def build_specs(args, data_root):
         "egemaps_clean": lambda: SystemSpec("egemaps_clean", "1c", "eGeMAPSv02 + logistic regression, clean-trained", "egemaps",
                                     data(main), main, snrs, seeds[:1], train_with_noise=False, note="as (1), clean training"),
         "whisper_last": lambda: SystemSpec("whisper_last", "2", "Whisper last encoder layer, mean-pooled, MLP head", "nser", data(main),
-                                   main, snrs, seeds, config_overrides=f"{FRAME_ADAPTER},encoder_fusion=last,pool_before_fusion=true",
+                                   main, snrs, seeds, config_overrides=LAST_LAYER_MEAN,
                                    note="nser `encoder_fusion=last` on the layer means; head Linear-GELU-Dropout-Linear (the library's)"),
         "probe": lambda: SystemSpec("probe", "2p", "linear probe: every encoder layer's mean + std, logistic regression", "probe",
                             data(main), main, snrs, seeds[:1], options=probe,

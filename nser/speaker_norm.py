@@ -11,9 +11,9 @@ import logging
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from nser.features import PaddingCollator
 
-STATS_COLUMNS = ("encoder_layer_stats", "decoder_layer_stats")
+logger = logging.getLogger(__name__)
 
 
 def normalize_per_speaker(ds, speakers, min_std=1e-4):
@@ -22,7 +22,7 @@ def normalize_per_speaker(ds, speakers, min_std=1e-4):
     speakers = np.asarray([str(s) for s in speakers])
     if len(speakers) != len(ds):
         raise ValueError(f"normalize_per_speaker: {len(speakers)} speaker values for {len(ds)} clips")
-    columns = [key for key in STATS_COLUMNS if key in ds.column_names]
+    columns = [key for key in PaddingCollator.stats_keys if key in ds.column_names]
     if not columns:
         raise ValueError(f"speaker normalisation needs cached layer statistics (pool_before_fusion=true); columns: {ds.column_names}")
     normalized = {}
