@@ -11,6 +11,7 @@ from transformers import PretrainedConfig, WhisperConfig
 FUSION_MODES = ("last", "mean", "single", "weighted_sum", "layer_adapter")
 POOLING_MODES = ("mean", "mean_std")
 DECODER_INPUTS = ("hypothesis", "prompt")
+ASR_DTYPES = ("float32", "bfloat16")
 
 
 class NserConfig(PretrainedConfig):
@@ -62,6 +63,14 @@ class NserConfig(PretrainedConfig):
             Hard cap on hypothesis tokens.
         hypothesis_tokens_per_second (`float`, *optional*, defaults to 8.0):
             Per-clip cap of `ceil(duration * rate)` tokens: stops degenerate repetition on short clips.
+        asr_window_seconds (`float`, *optional*, defaults to 30.0):
+            Window the decoder path pads each clip to (with the clip's log-mel floor) and encodes, for the ASR
+            hypothesis and the decoder's cross-attention. 30 s (or more) is Whisper's training window: the exact
+            standard path. A shorter window costs less (attention is quadratic in it) but changes many hypotheses
+            and the decoder states: see `bench/hypothesis_quality.py`. Clips longer than the window use 30 s.
+        asr_dtype (`str`, *optional*, defaults to `"float32"`):
+            Autocast dtype of that window encoder pass: `"float32"` or `"bfloat16"` (fast on CPUs with AMX or
+            AVX512-BF16 and on GPUs, slow elsewhere). Decoding always runs in float32.
         asr_generation_config (`dict`, *optional*):
             Whisper's generation config (language and task token ids) copied from the checkpoint, needed to decode.
         pad_to_30s (`bool`, *optional*, defaults to `False`):
@@ -94,6 +103,8 @@ class NserConfig(PretrainedConfig):
         asr_task="transcribe",
         max_hypothesis_tokens=48,
         hypothesis_tokens_per_second=8.0,
+        asr_window_seconds=30.0,
+        asr_dtype="float32",
         asr_generation_config=None,
         pad_to_30s=False,
         freeze_backbone=True,
@@ -121,6 +132,8 @@ class NserConfig(PretrainedConfig):
         self.asr_task = asr_task
         self.max_hypothesis_tokens = max_hypothesis_tokens
         self.hypothesis_tokens_per_second = hypothesis_tokens_per_second
+        self.asr_window_seconds = asr_window_seconds
+        self.asr_dtype = asr_dtype
         self.asr_generation_config = asr_generation_config
         self.pad_to_30s = pad_to_30s
         self.freeze_backbone = freeze_backbone
@@ -140,6 +153,11 @@ class NserConfig(PretrainedConfig):
     def max_frames(self):
         """Longest log-mel input the encoder accepts (30 s for every Whisper size)."""
         return 2 * self.backbone_config.max_source_positions
+
+    @property
+    def asr_window_frames(self):
+        """Log-mel frames of the decoder path's window: `asr_window_seconds`, at most the encoder's window."""
+        return min(round(100 * self.asr_window_seconds), self.max_frames)
 
     def _validate(self):
         """Reject option combinations early, with the offending values, instead of deep in torch."""
@@ -161,6 +179,10 @@ class NserConfig(PretrainedConfig):
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.hypothesis_tokens_per_second <= 0:
             raise ValueError(f"hypothesis_tokens_per_second must be > 0, got {self.hypothesis_tokens_per_second}")
+        if not self.asr_window_seconds > 0:
+            raise ValueError(f"asr_window_seconds must be > 0, got {self.asr_window_seconds}")
+        if self.asr_dtype not in ASR_DTYPES:
+            raise ValueError(f"asr_dtype={self.asr_dtype!r} is not one of {ASR_DTYPES}")
         if not 0.0 <= self.classifier_dropout < 1.0:
             raise ValueError(f"classifier_dropout must be in [0, 1), got {self.classifier_dropout}")
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from transformers import GenerationConfig, PreTrainedModel, WhisperFeatureExtractor, WhisperForConditionalGeneration
 from transformers import initialization as init
-from transformers.modeling_outputs import ModelOutput, SequenceClassifierOutput
+from transformers.modeling_outputs import BaseModelOutput, ModelOutput, SequenceClassifierOutput
 from transformers.utils import logging
 
 try:  # Hub remote code and a package install both work: the Hub needs the relative import.
@@ -159,6 +159,22 @@ def layer_statistics(states, mask):
     flat = states.permute(0, 2, 1, 3).reshape(batch, frames, layers * dim)
     pooled = masked_pool(flat, mask, "mean_std")  # (B, 2 * L * D): means, then stds
     return pooled.view(batch, 2, layers, dim).transpose(1, 2)
+
+
+def _merge_rows(parts, batch, pad_id):
+    """Reassemble `[(rows, (ids, mask, states)), ...]` computed on parts of a batch in batch order; shorter token
+    sequences are right-padded (end-of-text ids, mask False, zero states)."""
+    if len(parts) == 1:
+        return parts[0][1]
+    tokens = max(ids.shape[1] for _, (ids, _, _) in parts)
+    ids_like, _, states_like = parts[0][1]
+    ids = ids_like.new_full((batch, tokens), pad_id)
+    mask = torch.zeros(batch, tokens, dtype=torch.bool, device=ids.device)
+    states = states_like.new_zeros(batch, states_like.shape[1], tokens, states_like.shape[3])
+    for rows, (part_ids, part_mask, part_states) in parts:
+        length = part_ids.shape[1]
+        ids[rows, :length], mask[rows, :length], states[rows, :, :length] = part_ids, part_mask, part_states
+    return ids, mask, states
 
 
 class LayerStandardizer(nn.Module):
@@ -338,11 +354,11 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
         mask = torch.arange(longest, device=lengths.device)[None, :] < lengths[:, None]
         return input_features[:, :, :longest], mask
 
-    def _pad_to_30s(self, features, frame_mask):
-        """Pad each clip to Whisper's 30 s window with its own log-mel floor (what the feature extractor
-        produces for zero samples: the clip's maximum minus 2 after normalisation), independent of the batch."""
+    def _pad_with_floor(self, features, frame_mask, frames):
+        """Pad each clip to `frames` log-mel frames with its own floor (what the feature extractor produces for zero
+        samples: the clip's maximum minus 2 after normalisation), independent of the batch."""
         floor = features.masked_fill(~frame_mask[:, None, :], float("-inf")).amax(dim=(1, 2)) - 2.0
-        padded = floor[:, None, None].expand(-1, features.shape[1], self.config.max_frames).clone()
+        padded = floor[:, None, None].expand(-1, features.shape[1], frames).clone()
         keep = frame_mask[:, None, :].expand_as(features)
         padded[:, :, : features.shape[2]] = torch.where(keep, features, padded[:, :, : features.shape[2]])
         return padded
@@ -381,28 +397,86 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
         ).expand(batch, -1)
         return torch.cat([fixed[:, :1], languages[:, None], fixed[:, 1:]], dim=1)
 
-    def _hypothesis(self, encoder_outputs, prompt, frame_mask):
-        """Greedy ASR hypothesis from the standard padded encoder output (decoding from the real-length output
-        degenerates), capped per clip at `ceil(duration * hypothesis_tokens_per_second)` tokens."""
-        generation = self.backbone.generation_config
+    def hypothesis_caps(self, frame_mask):
+        """Per-clip hypothesis length cap: `ceil(duration * hypothesis_tokens_per_second)`, at most
+        `max_hypothesis_tokens` (stops degenerate repetition on short clips)."""
         seconds = frame_mask.sum(dim=1).float() / FRAMES_PER_SECOND
         caps = (seconds * self.config.hypothesis_tokens_per_second).ceil().long()
-        caps = caps.clamp(min=1, max=self.config.max_hypothesis_tokens)
-        id_to_language = {token_id: token for token, token_id in generation.lang_to_id.items()}
-        tokens = self.backbone.generate(
-            encoder_outputs=encoder_outputs,
-            language=[id_to_language[int(i)] for i in prompt[:, 1]],
-            task=self.config.asr_task,
-            max_new_tokens=int(caps.max()),
-            do_sample=False,
-            num_beams=1,
-        )  # (B, G): text tokens only, finished clips padded with end-of-text
-        position = torch.arange(tokens.shape[1], device=tokens.device)[None, :]
-        keep = ((tokens == generation.eos_token_id).cumsum(dim=1) == 0) & (position < caps[:, None])
-        tokens = tokens.masked_fill(~keep, generation.eos_token_id)
-        ids = torch.cat([prompt, tokens], dim=1)
-        mask = torch.cat([torch.ones_like(prompt, dtype=torch.bool), keep], dim=1)
-        return ids, mask
+        return caps.clamp(min=1, max=self.config.max_hypothesis_tokens)
+
+    def _suppressed_logits(self, hidden, first_step):
+        """Next-token logits with the checkpoint's suppressed tokens (and, on the first step, its begin-suppressed
+        tokens) masked, as `WhisperForConditionalGeneration.generate` does for greedy decoding without timestamps."""
+        generation = self.backbone.generation_config
+        logits = self.backbone.proj_out(hidden).float()
+        suppressed = list(generation.suppress_tokens or []) + list((generation.begin_suppress_tokens or []) if first_step else [])
+        if suppressed:
+            logits[:, suppressed] = float("-inf")
+        return logits
+
+    def _greedy_decode(self, memory, prompt, caps):
+        """Greedy ASR hypothesis and every decoder layer's states in one incremental pass (key/value cache).
+
+        Each step feeds one token and returns its states, which equal those of a teacher-forced run on the finished
+        hypothesis (the decoder is causal), so the decoder is not run twice. Per clip the hypothesis stops at
+        end-of-text or at its cap; the step after the last kept token only collects that token's states.
+        Returns the decoder input (prompt + hypothesis, end-of-text after a clip's end), its mask and the states."""
+        eos = self.backbone.generation_config.eos_token_id
+        batch = prompt.shape[0]
+        decoder = self.backbone.model.decoder
+        cache, step_input, states, tokens = None, prompt, [], []
+        running = torch.ones(batch, dtype=torch.bool, device=prompt.device)
+        for step in range(int(caps.max()) + 1):
+            outputs = decoder(input_ids=step_input, encoder_hidden_states=memory, cache=cache, use_cache=True,
+                              output_hidden_states=True)
+            cache = outputs.cache
+            states.append(torch.stack(outputs.hidden_states, dim=1))
+            running &= step < caps
+            if not running.any():
+                break
+            token = self._suppressed_logits(outputs.last_hidden_state[:, -1], first_step=step == 0).argmax(dim=-1)
+            running &= token != eos
+            tokens.append(torch.where(running, token, torch.full_like(token, eos)))
+            step_input = tokens[-1][:, None]
+        hypothesis = torch.stack(tokens, dim=1) if tokens else prompt[:, :0]
+        mask = torch.cat([torch.ones_like(prompt, dtype=torch.bool), hypothesis != eos], dim=1)
+        length = int(mask.any(dim=0).nonzero().max()) + 1  # drop the end-of-text column that ended every clip
+        ids = torch.cat([prompt, hypothesis], dim=1)[:, :length]
+        return ids, mask[:, :length], torch.cat(states, dim=2)[:, :, :length]
+
+    def _asr_memory(self, features, frame_mask):
+        """The encoder output the decoder attends to: each clip padded with its log-mel floor to a window of
+        `asr_window_seconds` (clips longer than it: Whisper's standard 30 s), encoded in `asr_dtype` (autocast:
+        the window encoder is the decoder path's heavy part; decoding stays in float32, where casting the weights
+        at every step would cost more than it saves)."""
+        window = self.config.asr_window_frames
+        frames = window if features.shape[2] <= window else self.config.max_frames
+        padded = self._pad_with_floor(features, frame_mask, frames)
+        dtype = getattr(torch, self.config.asr_dtype)
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            memory, _ = self._encode_real_length(padded, torch.ones(padded.shape[0], frames, dtype=torch.bool, device=padded.device))
+        return memory[:, -1].to(self.dtype)
+
+    def _decoder_states(self, features, frame_mask, decoder_input_ids, decoder_attention_mask, needs_grad):
+        """Decoder input, mask and every decoder layer's states for clips that share one ASR window."""
+        memory = self._asr_memory(features, frame_mask)
+        if decoder_input_ids is None:
+            prompt = self._decoder_prompt(BaseModelOutput(last_hidden_state=memory), features.shape[0])
+            if self.config.decoder_input == "prompt":
+                decoder_input_ids = prompt
+            else:
+                with torch.no_grad():
+                    decoder_input_ids, decoder_attention_mask, states = self._greedy_decode(
+                        memory, prompt, self.hypothesis_caps(frame_mask)
+                    )
+                if not needs_grad:  # the decoding pass already gave every state
+                    return decoder_input_ids, decoder_attention_mask, states
+        if decoder_attention_mask is None:
+            decoder_attention_mask = torch.ones_like(decoder_input_ids, dtype=torch.bool)
+        outputs = self.backbone.model.decoder(
+            input_ids=decoder_input_ids, encoder_hidden_states=memory, output_hidden_states=True, use_cache=False
+        )
+        return decoder_input_ids, decoder_attention_mask.bool(), torch.stack(outputs.hidden_states, dim=1)
 
     def extract_layer_states(self, input_features, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None):
         """Run the backbone and return every layer's hidden states with their masks (`NserLayerStates`).
@@ -411,13 +485,9 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
         features, frame_mask = self._frame_mask(input_features, attention_mask)
         needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.backbone.parameters())
         with torch.set_grad_enabled(needs_grad):
-            padded_outputs = None
-            if self.config.pad_to_30s or self.config.use_decoder:
-                padded_outputs = self.backbone.model.encoder(
-                    self._pad_to_30s(features, frame_mask), output_hidden_states=self.config.pad_to_30s
-                )
             if self.config.pad_to_30s:
-                encoder_states = torch.stack(padded_outputs.hidden_states, dim=1)
+                padded = self._pad_with_floor(features, frame_mask, self.config.max_frames)
+                encoder_states = torch.stack(self.backbone.model.encoder(padded, output_hidden_states=True).hidden_states, dim=1)
                 encoder_mask = torch.zeros(encoder_states.shape[0], encoder_states.shape[2], dtype=torch.bool,
                                            device=features.device)
                 encoder_mask[:, : (features.shape[2] + 1) // 2] = frame_mask[:, ::2]
@@ -426,24 +496,19 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
             result = NserLayerStates(encoder_layer_states=encoder_states, encoder_layer_mask=encoder_mask)
             if not self.config.use_decoder:
                 return result
-            if decoder_input_ids is None:
-                with torch.no_grad():
-                    prompt = self._decoder_prompt(padded_outputs, features.shape[0])
-                    if self.config.decoder_input == "prompt":
-                        decoder_input_ids, decoder_attention_mask = prompt, torch.ones_like(prompt, dtype=torch.bool)
-                    else:
-                        decoder_input_ids, decoder_attention_mask = self._hypothesis(padded_outputs, prompt, frame_mask)
-            elif decoder_attention_mask is None:
-                decoder_attention_mask = torch.ones_like(decoder_input_ids, dtype=torch.bool)
-            decoder_outputs = self.backbone.model.decoder(
-                input_ids=decoder_input_ids,
-                encoder_hidden_states=padded_outputs.last_hidden_state,
-                output_hidden_states=True,
-                use_cache=False,
-            )
-        result.decoder_layer_states = torch.stack(decoder_outputs.hidden_states, dim=1)
-        result.decoder_layer_mask = decoder_attention_mask.bool()
-        result.hypothesis_ids = decoder_input_ids
+            # Clips that fit the ASR window and longer ones are padded to different windows: decode them apart.
+            lengths = frame_mask.sum(dim=1)
+            fits = lengths <= self.config.asr_window_frames
+            parts = []
+            for rows in (fits.nonzero().flatten(), (~fits).nonzero().flatten()):
+                if len(rows):
+                    longest = int(lengths[rows].max())
+                    given = (None, None) if decoder_input_ids is None else (
+                        decoder_input_ids[rows], None if decoder_attention_mask is None else decoder_attention_mask[rows])
+                    states = self._decoder_states(features[rows, :, :longest], frame_mask[rows, :longest], *given, needs_grad)
+                    parts.append((rows, states))
+        ids, mask, states = _merge_rows(parts, features.shape[0], self.backbone.generation_config.eos_token_id)
+        result.hypothesis_ids, result.decoder_layer_mask, result.decoder_layer_states = ids, mask, states
         return result
 
     def with_layer_statistics(self, states: NserLayerStates):

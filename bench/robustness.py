@@ -6,6 +6,9 @@ Systems (bench/systems.py), on the same speaker-independent splits, training noi
   (3)  transformers' WhisperForAudioClassification, `use_weighted_layer_sum=True`, 30 s padded (on a subset)
   (4)  nser, encoder layer adapter (`use_decoder=false`)
   (5)  nser, encoder + decoder layer adapters on the greedy ASR hypothesis (`use_decoder=true`; on a subset)
+  (N)  nser's default head (pooled statistics, standardised), encoder only; (Nc) clean-trained
+  (Nd) (N) + the decoder layers on the greedy ASR hypothesis; (Ndc) clean-trained; (Nd-p) the decoder on the task
+       prompt only (it hears the audio through cross-attention but reads no words): what the words add
   (6)  (4) trained on clean speech only; (6b) (5) trained on clean speech only
   (4*) (4) trained and tested on the subset of (3) / (5): the paired comparison for those systems
 Conditions: clean, and every noise type (recorded test-split noise; white noise) x SNR. Training noise comes from
@@ -73,11 +76,12 @@ RESULT_VERSION = 1  # bump when a system's computation changes, so old results a
 
 ALL_SYSTEMS = ("egemaps", "egemaps_clean", "whisper_last", "probe", "probe_clean", "wfac", "nser_enc", "nser_encdec",
                "nser_enc_clean", "nser_encdec_clean", "nser_default", "nser_default_clean", "probe_speaker_norm",
-               "nser_default_speaker_norm")
+               "nser_default_speaker_norm", "nser_default_encdec", "nser_default_encdec_prompt", "nser_default_encdec_clean")
 # Runs sharing a backbone share its feature cache: the first of them pays the extraction (reported as such).
 EXECUTION_ORDER = ("nser_default", "probe", "whisper_last", "nser_default_clean", "probe_clean", "variant",
                    "probe_speaker_norm", "nser_default_speaker_norm", "nser_enc",
-                   "nser_enc_clean", "egemaps", "egemaps_clean", "control", "wfac", "nser_encdec", "nser_encdec_clean")
+                   "nser_enc_clean", "egemaps", "egemaps_clean", "control", "wfac", "nser_default_encdec", "nser_default_encdec_prompt",
+                   "nser_default_encdec_clean", "nser_encdec", "nser_encdec_clean")
 # The paper's frame-level layer adapter, system (4): fuse each frame's layers, then mean-pool.
 FRAME_ADAPTER = "use_decoder=false,pool_before_fusion=false,standardize_features=false,pooling=mean"
 # System (2): the last encoder layer's time mean (pooled first, which equals fusing then pooling for one layer).
@@ -123,7 +127,9 @@ PRESETS = {
 
 # For the plan's estimate only: seconds on a 2-core CPU (whisper-base float32, CASIA clips of ~2 s), from runs on a
 # busy machine scaled down; the report gives the measured times.
-COST_PER_CLIP_S = {"egemaps": 0.035, "real_length": 0.05, "real_length_stats": 0.05, "padded": 0.5, "decoder": 1.2}
+# "decoder": the exact 30 s float32 window; `--decoder_config asr_window_seconds=10,asr_dtype=bfloat16` costs about
+# a quarter of it (python -m bench.speed).
+COST_PER_CLIP_S = {"egemaps": 0.035, "real_length": 0.05, "real_length_stats": 0.05, "padded": 0.5, "decoder": 0.7}
 AUDIO_PREP_S = 0.01  # decoding, noise mixing and log-mel, per clip
 TRAIN_S_PER_EXAMPLE_EPOCH = 0.01  # nser head training from cached states (backward included; validation at a third)
 INFERENCE_S_PER_CLIP = 0.003  # prediction from cached states
@@ -172,6 +178,8 @@ def parse_args(argv):
                                 help=f"fixed stratified subset of {split} for {what} (0 = all)")
     parser.add_argument("--padded_snrs", type=float, nargs="+", help="SNRs for (3) (default: --snrs)")
     parser.add_argument("--decoder_snrs", type=float, nargs="+", help="SNRs for (5)/(6b) (default: --snrs)")
+    parser.add_argument("--decoder_config", default="", help="extra NserConfig overrides of the decoder systems, e.g. "
+                        "'asr_window_seconds=10,asr_dtype=bfloat16' (see bench/hypothesis_quality.py)")
     parser.add_argument("--subset_seed", type=int, default=0, help="seed of the stratified subsets (not a training seed)")
     parser.add_argument("--noise_seed", type=int, default=0, help="seed of every noise draw (train and test audio)")
     parser.add_argument("--egemaps_c_grid", type=float, nargs="+", help="C values tried for (1) on validation")
@@ -332,6 +340,8 @@ def build_specs(args, data_root):
 
     seeds, snrs = list(args.seeds), list(args.snrs)
     lang = args.language
+    asr = ",".join(filter(None, [f"use_decoder=true,asr_language={lang}", args.decoder_config]))
+    decoder_overrides = f"{FRAME_ADAPTER},{asr}"
     probe = {"c_grid": list(args.probe_c_grid), "inner_folds": PROBE_INNER_FOLDS}
     specs = {
         "egemaps": lambda: SystemSpec("egemaps", "1", "eGeMAPSv02 + logistic regression", "egemaps", data(main), main, snrs,
@@ -354,14 +364,13 @@ def build_specs(args, data_root):
                                main, snrs, seeds, config_overrides=FRAME_ADAPTER, learned_layer_weights=True),
         "nser_encdec": lambda: SystemSpec("nser_encdec", "5", f"nser encoder + decoder layer adapters (ASR hypothesis, {lang})", "nser",
                                   data(decoder), decoder, list(args.decoder_snrs or snrs), seeds,
-                                  config_overrides=f"{FRAME_ADAPTER},use_decoder=true,asr_language={lang}", learned_layer_weights=True,
-                                  note="greedy hypothesis from the 30 s padded encoder, capped by duration"),
+                                  config_overrides=decoder_overrides, learned_layer_weights=True,
+                                  note="greedy hypothesis from the padded encoder window, capped by duration"),
         "nser_enc_clean": lambda: SystemSpec("nser_enc_clean", "6", "(4) clean-trained", "nser", data(main), main, snrs, seeds,
                                      train_with_noise=False, config_overrides=FRAME_ADAPTER, learned_layer_weights=True),
         "nser_encdec_clean": lambda: SystemSpec("nser_encdec_clean", "6b", "(5) clean-trained", "nser", data(decoder), decoder,
                                         list(args.decoder_snrs or snrs), seeds, train_with_noise=False,
-                                        config_overrides=f"{FRAME_ADAPTER},use_decoder=true,asr_language={lang}",
-                                        learned_layer_weights=True),
+                                        config_overrides=decoder_overrides, learned_layer_weights=True),
         "nser_default": lambda: SystemSpec("nser_default", "N", "nser default: pooled-statistics layer adapter, standardised",
                                    "nser", data(main), main, snrs, seeds, config_overrides=DEFAULT_HEAD, learned_layer_weights=True,
                                    training_overrides=DEFAULT_RECIPE, note="NserConfig defaults, encoder only: each layer's mean + std, standardised with "
@@ -378,31 +387,49 @@ def build_specs(args, data_root):
                                                 snrs, seeds, config_overrides=DEFAULT_HEAD, speaker_normalization=True,
                                                 training_overrides=DEFAULT_RECIPE,
                                                 learned_layer_weights=True, note="as (2p-s)"),
+        "nser_default_encdec": lambda: SystemSpec("nser_default_encdec", "Nd", f"(N) + decoder layers (ASR hypothesis, {lang})",
+                                          "nser", data(decoder), decoder, list(args.decoder_snrs or snrs), seeds,
+                                          config_overrides=asr, training_overrides=DEFAULT_RECIPE, learned_layer_weights=True,
+                                          note="NserConfig defaults with use_decoder=true: each decoder layer's mean + std over "
+                                               "prompt + hypothesis tokens, standardised, its own layer adapter"),
+        "nser_default_encdec_prompt": lambda: SystemSpec("nser_default_encdec_prompt", "Nd-p", "(Nd), decoder on the task prompt only",
+                                                 "nser", data(decoder), decoder, list(args.decoder_snrs or snrs), seeds,
+                                                 config_overrides=f"{asr},decoder_input=prompt", training_overrides=DEFAULT_RECIPE,
+                                                 learned_layer_weights=True,
+                                                 note="ablation: the decoder hears the audio (cross-attention) but reads no words"),
+        "nser_default_encdec_clean": lambda: SystemSpec("nser_default_encdec_clean", "Ndc", "(Nd) clean-trained", "nser",
+                                                data(decoder), decoder, list(args.decoder_snrs or snrs), seeds,
+                                                train_with_noise=False, config_overrides=asr, training_overrides=DEFAULT_RECIPE,
+                                                learned_layer_weights=True),
     }
     chosen = [specs[key]() for key in ALL_SYSTEMS if key in args.systems]  # builds only the chosen folders
     for key, config_overrides, training_overrides in args.variant or []:
         chosen.append(SystemSpec(key, f"v-{key}", f"variant {key}", "nser", data(main), main, snrs, seeds,
                                  config_overrides=config_overrides, training_overrides=training_overrides,
                                  learned_layer_weights=True))
-    # Matched controls: (4) on each distinct subset of an expensive system, placed after that system.
+    # Matched controls: the encoder-only head of each expensive system ((4), or (N) for the default-head decoder
+    # systems) on each distinct subset, placed after that system.
     controls = {}
     for spec in list(chosen):
-        if spec.kind == "nser" and spec.key.startswith("nser_encdec") or spec.kind == "wfac":
-            if spec.subset != main and subset_name(spec.subset) not in controls:
-                key = f"nser_enc_on_{subset_name(spec.subset)}"
-                controls[subset_name(spec.subset)] = SystemSpec(
-                    key, "4*", f"(4) on the subset of ({spec.number})", "nser", spec.dataset_dir, spec.subset, snrs, seeds,
-                    config_overrides=FRAME_ADAPTER, learned_layer_weights=True,
+        if spec.kind == "nser" and "encdec" in spec.key or spec.kind == "wfac":
+            default_head = spec.key.startswith("nser_default")
+            control = (subset_name(spec.subset), default_head)
+            if spec.subset != main and control not in controls:
+                number, prefix = ("N*", "nser_default_on") if default_head else ("4*", "nser_enc_on")
+                controls[control] = SystemSpec(
+                    f"{prefix}_{subset_name(spec.subset)}", number, f"({number[0]}) on the subset of ({spec.number})", "nser",
+                    spec.dataset_dir, spec.subset, snrs, seeds, config_overrides=DEFAULT_HEAD if default_head else FRAME_ADAPTER,
+                    training_overrides=DEFAULT_RECIPE if default_head else {}, learned_layer_weights=True,
                     note=f"paired comparison for ({spec.number}): same clips, same training recipe")
-                chosen.insert(chosen.index(spec) + 1, controls[subset_name(spec.subset)])
+                chosen.insert(chosen.index(spec) + 1, controls[control])
             elif spec.subset != main:
-                controls[subset_name(spec.subset)].title += f" and ({spec.number})"
+                controls[control].title += f" and ({spec.number})"
     return chosen
 
 
 def execution_order(specs):
     rank = {key: i for i, key in enumerate(EXECUTION_ORDER)}
-    kind = {"4*": "control"}
+    kind = {"4*": "control", "N*": "control"}
     return sorted(specs, key=lambda spec: rank[kind.get(spec.number, "variant" if spec.number.startswith("v-") else spec.key)])
 
 

@@ -9,8 +9,10 @@ speech (CASIA by default: consecutive files concatenated, then cropped), for fou
 3. `transformers`: `WhisperForAudioClassification(use_weighted_layer_sum=True)` with the checkpoint's encoder,
    on features padded to 30 s as transformers requires; its whole forward is timed (the weighted sum, projector
    and classifier are its minimal path and cost next to nothing);
-4. `nser use_decoder`: `use_decoder=True` with `asr_language` set: dynamic encoder + 30 s padded encoder for
-   decoding + greedy ASR hypothesis + teacher-forced decoder.
+4. `use_decoder=True` with `asr_language` set, one row per decoder path (`--decoder_paths`, see
+   `bench/decoder_paths.py`): `before` is the path as it was (dynamic encoder + 30 s padded encoder + transformers'
+   `generate` + a second, teacher-forced decoder pass); `WINDOW:DTYPE` rows are today's fused greedy decoding
+   (hypothesis and decoder states in one pass) on an `asr_window_seconds` window in `asr_dtype`.
 
 clips/s, ms/clip and the speed-ups time the backbone only; the Whisper log-mel (`WhisperFeatureExtractor`,
 through `nser.features.log_mel` for nser) is timed on its own and shown in its own column. Each number is the
@@ -20,6 +22,7 @@ within each repeat, so a change of machine load during the run does not favour o
 Usage, from the repository root (the full default run takes several minutes on 2 CPU cores):
     python -m bench.speed                              # 3 s and 8 s clips, batch 1 and 8
     python -m bench.speed --corpus ravdess --language en --threads 1
+    python -m bench.speed --decoder_paths before 30:float32   # decoder rows: the old path and today's default
     python -m bench.speed --quick                      # CI smoke test: batch 1, one timed call, no warm-up
 """
 
@@ -42,6 +45,7 @@ import torch
 import transformers
 from transformers import WhisperConfig, WhisperForAudioClassification
 
+from bench.decoder_paths import BEFORE_NAME, DEFAULT_PATHS, build_paths
 from modeling_nser import SAMPLING_RATE, WhisperForNoisyEmotionClassification
 from nser.audio import load_audio
 from nser.features import PaddingCollator, log_mel
@@ -55,6 +59,7 @@ CORPUS_LANGUAGE = {"casia": "zh", "ravdess": "en"}  # the ASR language of each s
 # The emotion head is never trained here; only its size matters (CASIA's six emotions).
 LABELS = ("angry", "fear", "happy", "neutral", "sad", "surprise")
 DYNAMIC, PADDED, TRANSFORMERS = "nser dynamic", "nser pad_to_30s", "transformers WhisperForAudioClassification"
+DECODER = "nser use_decoder"
 
 
 @dataclass
@@ -147,21 +152,23 @@ def transformers_classifier(checkpoint, num_labels):
     return model.eval()
 
 
-def build_systems(checkpoint, language, labels=LABELS):
-    """The four systems compared, loaded from one Whisper checkpoint in float32."""
+def build_systems(checkpoint, language, decoder_paths=DEFAULT_PATHS, labels=LABELS):
+    """The systems compared, loaded from one Whisper checkpoint in float32: three encoder-only ones and one per
+    decoder path."""
     build = partial(WhisperForNoisyEmotionClassification.from_whisper, checkpoint, list(labels))
     dynamic = build(use_decoder=False).eval()
     padded = build(use_decoder=False, pad_to_30s=True).eval()
-    decoder = build(use_decoder=True, asr_language=language).eval()
     baseline = transformers_classifier(checkpoint, len(labels))
     feature_extractor = dynamic.build_feature_extractor()
     nser_featurize = partial(nser_inputs, feature_extractor)
-    return [
+    systems = [
         System(DYNAMIC, nser_featurize, lambda inputs: dynamic.extract_layer_states(**inputs)),
         System(PADDED, nser_featurize, lambda inputs: padded.extract_layer_states(**inputs)),
         System(TRANSFORMERS, partial(transformers_inputs, feature_extractor), lambda inputs: baseline(**inputs)),
-        System(f"nser use_decoder ({language})", nser_featurize, lambda inputs: decoder.extract_layer_states(**inputs)),
     ]
+    for path in build_paths(checkpoint, language, decoder_paths, labels):
+        systems.append(System(f"{DECODER} ({language}): {path.name}", nser_featurize, lambda inputs, path=path: path.extract(**inputs)))
+    return systems
 
 
 # ----------------------------------------------------------------------------------------------- timing
@@ -241,17 +248,25 @@ def header(command, checkpoint, audio, warmup, repeats):
     )
 
 
-def target_lines(rows, seconds=3.0, target=8.0):
-    """The README's target: dynamic length at least `target` x the padded throughput on `seconds` s clips."""
+def target_lines(rows, seconds=3.0, target=8.0, decoder_target=4.0):
+    """The README's targets on `seconds` s clips: dynamic length at least `target` x the padded throughput, and
+    each decoder path at least `decoder_target` x the `before` decoder path's, measured in the same run."""
     speed = {(r.system, r.seconds, r.batch): r.clips_per_s for r in rows}
+    before = {(clip, batch): value for (system, clip, batch), value in speed.items()
+              if system.startswith(DECODER) and system.endswith(BEFORE_NAME)}
     lines = []
     for (system, clip, batch), clips_per_s in speed.items():
-        if system == DYNAMIC and clip == seconds:
-            ratio = clips_per_s / speed[(PADDED, clip, batch)]
-            verdict = "met" if ratio >= target else "NOT met"
-            lines.append(
-                f"Target dynamic >= {target:g}x padded on {seconds:g} s clips, batch {batch}: {ratio:.1f}x ({verdict})"
-            )
+        if clip != seconds:
+            continue
+        if system == DYNAMIC:
+            ratio, goal, what = clips_per_s / speed[(PADDED, clip, batch)], target, "dynamic vs padded"
+        elif system.startswith(DECODER) and not system.endswith(BEFORE_NAME) and (clip, batch) in before:
+            ratio, goal, what = clips_per_s / before[(clip, batch)], decoder_target, f"{system} vs before"
+        else:
+            continue
+        verdict = "met" if ratio >= goal else "NOT met"
+        lines.append(f"Target {what} >= {goal:g}x on {seconds:g} s clips, batch {batch}: {ratio:.2f}x, "
+                     f"{1000 / clips_per_s:.0f} ms/clip ({verdict})")
     return lines
 
 
@@ -267,6 +282,8 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's default)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls before timing")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls; the median is reported")
+    parser.add_argument("--decoder_paths", nargs="+", default=list(DEFAULT_PATHS),
+                        help="decoder-path rows: 'before' (the old path) or WINDOW:DTYPE, e.g. 30:float32")
     parser.add_argument("--quick", action="store_true", help="smoke test: batch 1, no warm-up, one timed call")
     args = parser.parse_args(argv)
     if args.quick:
@@ -292,7 +309,7 @@ def main(argv=None):
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     clips, audio = benchmark_audio(args.data, args.corpus, args.seconds, max(args.batch_sizes))
-    systems = build_systems(args.model, args.language)
+    systems = build_systems(args.model, args.language, args.decoder_paths)
     rows = run_benchmark(systems, clips, args.batch_sizes, args.warmup, args.repeats)
     command = " ".join(["python -m bench.speed", shlex.join(argv)]).strip()
     sections = [header(command, args.model, audio, args.warmup, args.repeats), markdown_table(rows)]

@@ -7,6 +7,10 @@ With a frozen backbone the only expensive part of training is Whisper itself, so
 written once into a `datasets` Arrow cache file (memory-mapped on reading) named by a fingerprint of the
 input dataset (its audio, noise condition and features) and of the backbone (weights and every config
 value that changes the states). Change any of them and a new file is computed; nothing stale is reused.
+
+The decoder path's ASR hypotheses are also stored on their own (`hypotheses-*.arrow`), keyed by the dataset and
+the ASR settings only, so systems on one backbone that differ in anything else (the head, pooling, frames or
+statistics) decode each clip once and teacher-force the stored hypothesis.
 """
 
 import hashlib
@@ -16,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import Array3D, Features, Sequence, Value
+from datasets import Array3D, Dataset, Features, Sequence, Value, concatenate_datasets
 
 from nser.features import PaddingCollator
 
@@ -25,14 +29,21 @@ logger = logging.getLogger(__name__)
 # NserConfig values that change what the backbone hands to the trainable part.
 EXTRACTION_KEYS = (
     "use_decoder", "decoder_input", "asr_language", "asr_task", "max_hypothesis_tokens",
-    "hypothesis_tokens_per_second", "pad_to_30s", "asr_generation_config",
+    "hypothesis_tokens_per_second", "pad_to_30s", "asr_generation_config", "asr_window_seconds", "asr_dtype",
 )
 
 
-def backbone_fingerprint(model):
-    """Hash of the backbone weights and the extraction-relevant config: the cache key of the model side."""
+# The subset that changes the ASR hypothesis: systems that differ only elsewhere share one decoding.
+HYPOTHESIS_KEYS = (
+    "asr_language", "asr_task", "max_hypothesis_tokens", "hypothesis_tokens_per_second", "asr_generation_config",
+    "asr_window_seconds", "asr_dtype",
+)
+
+
+def backbone_fingerprint(model, keys=EXTRACTION_KEYS):
+    """Hash of the backbone weights and the config values `keys`: the cache key of the model side."""
     digest = hashlib.sha256()
-    config = {key: getattr(model.config, key) for key in EXTRACTION_KEYS}
+    config = {key: getattr(model.config, key) for key in keys}
     config["backbone"] = model.config.backbone_config.to_dict()
     digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.backbone.state_dict().items()):
@@ -50,8 +61,14 @@ class _ExtractLayerStates:
     def __call__(self, batch):
         examples = [{"input_features": f} for f in batch["input_features"]]
         inputs = self.collate(examples)
+        if "hypothesis_ids" in batch:  # decoded before: teacher-force the stored decoder input
+            eos = self.model.backbone.generation_config.eos_token_id
+            ids = [torch.as_tensor(np.asarray(i, dtype=np.int64)) for i in batch["hypothesis_ids"]]
+            inputs["decoder_input_ids"] = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=eos)
+            inputs["decoder_attention_mask"] = torch.nn.utils.rnn.pad_sequence(
+                [torch.ones(len(i), dtype=torch.bool) for i in ids], batch_first=True)
         with torch.no_grad():
-            states = self.model.extract_layer_states(inputs["input_features"], inputs["attention_mask"])
+            states = self.model.extract_layer_states(**inputs)
         out = {}
         if states.decoder_layer_states is not None:
             out["hypothesis_ids"] = [ids[mask].tolist() for ids, mask in zip(states.hypothesis_ids, states.decoder_layer_mask)]
@@ -99,7 +116,14 @@ def cache_layer_states(ds, model, cache_dir, batch_size=8, dtype="float16", desc
             features[f"{group}_layer_stats"] = Array3D(shape=(layers, 2, hidden), dtype=dtype)
         else:
             features[f"{group}_layer_states"] = Array3D(shape=(None, layers, hidden), dtype=dtype)
-    return ds.map(
+    hypotheses = None
+    if model.config.use_decoder and model.config.decoder_input == "hypothesis":
+        hypotheses = _hypothesis_cache(ds, model, cache_dir)
+        if hypotheses.exists() and not cache_file.exists():
+            logger.info("reusing cached ASR hypotheses %s", hypotheses)
+            ds = concatenate_datasets([ds.remove_columns([c for c in ds.column_names if c == "hypothesis_ids"]),
+                                       Dataset.from_file(str(hypotheses))], axis=1)
+    states = ds.map(
         _ExtractLayerStates(model, np.dtype(dtype)),
         batched=True,
         batch_size=batch_size,
@@ -111,3 +135,15 @@ def cache_layer_states(ds, model, cache_dir, batch_size=8, dtype="float16", desc
         load_from_cache_file=True,
         desc=desc,
     )
+    if hypotheses is not None and not hypotheses.exists():
+        # Written once per clip, condition and ASR setting; `datasets` writes to a temporary file and renames it.
+        states.select_columns(["hypothesis_ids"]).map(
+            cache_file_name=str(hypotheses), new_fingerprint=hypotheses.stem, desc="Storing ASR hypotheses"
+        )
+    return states
+
+
+def _hypothesis_cache(ds, model, cache_dir):
+    """Where the ASR hypotheses (prompt + hypothesis token ids) of `ds` under `model`'s ASR settings are stored."""
+    key = hashlib.sha256(f"{ds._fingerprint}-{backbone_fingerprint(model, HYPOTHESIS_KEYS)}".encode()).hexdigest()[:24]
+    return Path(cache_dir) / f"hypotheses-{key}.arrow"

@@ -11,6 +11,7 @@ import soundfile
 import torch
 
 from bench import speed
+from bench.decoder_paths import BEFORE_NAME
 from conftest import tone
 from tiny_models import tiny_model
 
@@ -66,23 +67,31 @@ def one_thread():
 
 def test_table_on_tiny_model_has_every_system_row(tiny_systems, one_thread):
     names = [s.name for s in tiny_systems]
-    assert names == [speed.DYNAMIC, speed.PADDED, speed.TRANSFORMERS, "nser use_decoder (en)"]
+    decoders = [f"nser use_decoder (en): {name}" for name in (
+        BEFORE_NAME, "fused greedy, 30 s window, float32", "fused greedy, 30 s window, bfloat16",
+        "fused greedy, 15 s window, bfloat16", "fused greedy, 10 s window, bfloat16")]
+    assert names == [speed.DYNAMIC, speed.PADDED, speed.TRANSFORMERS, *decoders]
     clips = {0.5: speed.noise_like_clips(0.5, 2), 1.0: speed.noise_like_clips(1.0, 2)}
 
     rows = speed.run_benchmark(tiny_systems, clips, batch_sizes=[1, 2], warmup=1, repeats=2)
 
     assert_complete(speed.markdown_table(rows), names, [0.5, 1.0], [1, 2])
-    assert speed.target_lines(rows, seconds=0.5)[0].startswith("Target dynamic >= 8x padded on 0.5 s clips, batch 1: ")
+    targets = speed.target_lines(rows, seconds=0.5)
+    assert targets[0].startswith("Target dynamic vs padded >= 8x on 0.5 s clips, batch 1: ")
+    assert [line.split(" >= ")[0] for line in targets if "use_decoder" in line] == [
+        f"Target {name} vs before" for _ in (1, 2) for name in decoders[1:]]
 
 
 def test_systems_run_the_paths_they_are_named_after(tiny_systems):
-    dynamic, padded, baseline, decoder = tiny_systems
+    dynamic, padded, baseline, before, decoder, *_ = tiny_systems
     clip = speed.noise_like_clips(0.5, 1)  # 50 frames -> 25 encoder positions; the tiny window has 100
     assert dynamic.forward(dynamic.featurize(clip)).encoder_layer_states.shape[2] == 25
     assert padded.forward(padded.featurize(clip)).encoder_layer_states.shape[2] == 100
     assert baseline.featurize(clip)["input_features"].shape[-1] == 200
     states = decoder.forward(decoder.featurize(clip))
     assert states.encoder_layer_states.shape[2] == 25 and states.decoder_layer_states is not None
+    reference = before.forward(before.featurize(clip))
+    assert torch.equal(reference.hypothesis_ids, states.hypothesis_ids)  # the fused path decodes as generate does
 
 
 def test_speech_clips_concatenate_and_crop_exactly(tmp_path):
@@ -112,11 +121,14 @@ def test_quick_sets_a_short_run():
 @pytest.mark.skipif(not WHISPER_BASE.is_dir(), reason=f"real Whisper checkpoint absent: {WHISPER_BASE}")
 def test_quick_run_on_whisper_base():
     result = subprocess.run(
-        [sys.executable, "-m", "bench.speed", "--quick", "--seconds", "3", "--model", str(WHISPER_BASE)],
+        [sys.executable, "-m", "bench.speed", "--quick", "--seconds", "3", "--model", str(WHISPER_BASE),
+         "--decoder_paths", "before", "10:bfloat16"],
         cwd=ROOT, env={**os.environ, **OFFLINE}, capture_output=True, text=True, timeout=QUICK_LIMIT_S,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.startswith(f"Command: `python -m bench.speed --quick --seconds 3 --model {WHISPER_BASE}`")
+    assert result.stdout.startswith(f"Command: `python -m bench.speed --quick --seconds 3 --model {WHISPER_BASE} "
+                                    "--decoder_paths before 10:bfloat16`")
     assert "torch threads" in result.stdout
-    systems = [speed.DYNAMIC, speed.PADDED, speed.TRANSFORMERS, "nser use_decoder (zh)"]
+    systems = [speed.DYNAMIC, speed.PADDED, speed.TRANSFORMERS, f"nser use_decoder (zh): {BEFORE_NAME}",
+               "nser use_decoder (zh): fused greedy, 10 s window, bfloat16"]
     assert_complete(result.stdout, systems, [3.0], [1])

@@ -7,7 +7,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from modeling_nser import NserLayerStates
+from modeling_nser import NserLayerStates, WhisperForNoisyEmotionClassification
 from nser.feature_cache import backbone_fingerprint, cache_layer_states
 from nser.features import PaddingCollator
 from nser.speaker_norm import normalize_per_speaker
@@ -116,3 +116,28 @@ def test_speaker_normalisation_standardises_each_speaker_with_its_own_clips(tmp_
     frames = cache_layer_states(ds, tiny_model(use_decoder=False, **FRAME_LEVEL), tmp_path)
     with pytest.raises(ValueError, match="needs cached layer statistics"):
         normalize_per_speaker(frames, speakers)
+
+
+def test_hypotheses_are_decoded_once_per_asr_setting_and_shared_by_other_heads(tmp_path, monkeypatch):
+    ds = feature_dataset()
+    pooled = cache_layer_states(ds, tiny_model(), tmp_path, dtype="float32")
+    assert len(list(Path(tmp_path).glob("hypotheses-*.arrow"))) == 1
+    decodes = []
+    original = WhisperForNoisyEmotionClassification._greedy_decode
+    monkeypatch.setattr(WhisperForNoisyEmotionClassification, "_greedy_decode",
+                        lambda self, *args: decodes.append(1) or original(self, *args))
+    frames_model = tiny_model(**FRAME_LEVEL)  # same backbone and ASR settings, another head: no decoding
+    frames = cache_layer_states(ds, frames_model, tmp_path, dtype="float32").with_format("numpy")
+    assert decodes == []
+    assert [ids.tolist() for ids in frames["hypothesis_ids"]] == list(pooled["hypothesis_ids"])
+    inputs = PaddingCollator()([dict(r) for r in ds.with_format("numpy")])
+    with torch.no_grad():
+        direct = frames_model.extract_layer_states(inputs["input_features"], inputs["attention_mask"])
+    assert decodes, "decoding without the cache must decode"
+    for row, cached in enumerate(frames["decoder_layer_states"]):
+        tokens = cached.shape[0]
+        np.testing.assert_allclose(cached, direct.decoder_layer_states[row, :, :tokens].permute(1, 0, 2).numpy(), atol=1e-5)
+    other_window = tiny_model(asr_window_seconds=1.0)  # another ASR setting decodes again, into its own file
+    decodes.clear()
+    cache_layer_states(ds, other_window, tmp_path)
+    assert decodes and len(list(Path(tmp_path).glob("hypotheses-*.arrow"))) == 2

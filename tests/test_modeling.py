@@ -171,6 +171,8 @@ def test_missing_inputs_and_missing_decoder_states_are_reported():
         ({"adapter_dim": 0}, "adapter_dim"),
         ({"hypothesis_tokens_per_second": 0}, "hypothesis_tokens_per_second"),
         ({"classifier_dropout": 1.5}, "classifier_dropout"),
+        ({"asr_window_seconds": 0}, "asr_window_seconds"),
+        ({"asr_dtype": "float16"}, "asr_dtype"),
     ],
 )
 def test_config_rejects_invalid_options(options, message):

@@ -1,0 +1,95 @@
+"""The ways of running nser's decoder path that `bench.speed` and `bench.hypothesis_quality` compare.
+
+`before` is the decoder path as it was before the fused greedy decoder, kept as the reference: the real-length
+encoder, Whisper's standard encoder on the clip padded to 30 s, transformers' `generate` (greedy, capped per clip)
+on that output, then a second, teacher-forced decoder pass on prompt + hypothesis. The others are
+`WhisperForNoisyEmotionClassification.extract_layer_states` (one fused greedy pass that also returns the decoder
+states) with an ASR window (`asr_window_seconds`) and dtype (`asr_dtype`), written `WINDOW:DTYPE`, e.g. `30:float32`.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+
+from configuration_nser import ASR_DTYPES
+from modeling_nser import NserLayerStates, WhisperForNoisyEmotionClassification
+
+BEFORE = "before"
+BEFORE_NAME = "before: generate + teacher-forced decoder, 30 s, float32"
+DEFAULT_PATHS = (BEFORE, "30:float32", "30:bfloat16", "15:bfloat16", "10:bfloat16")
+
+
+@torch.no_grad()
+def generate_then_teacher_force(model, input_features, attention_mask=None):
+    """`NserLayerStates` of `model` (use_decoder, decoder_input=hypothesis) computed the old way."""
+    features, frame_mask = model._frame_mask(input_features, attention_mask)
+    encoder_states, encoder_mask = model._encode_real_length(features, frame_mask)
+    padded = model.backbone.model.encoder(model._pad_with_floor(features, frame_mask, model.config.max_frames))
+    prompt = model._decoder_prompt(padded, features.shape[0])
+    generation = model.backbone.generation_config
+    caps = model.hypothesis_caps(frame_mask)
+    id_to_language = {token_id: token for token, token_id in generation.lang_to_id.items()}
+    tokens = model.backbone.generate(
+        encoder_outputs=padded,
+        language=[id_to_language[int(i)] for i in prompt[:, 1]],
+        task=model.config.asr_task,
+        max_new_tokens=int(caps.max()),
+        do_sample=False,
+        num_beams=1,
+    )  # (B, G): text tokens only, finished clips padded with end-of-text
+    position = torch.arange(tokens.shape[1], device=tokens.device)[None, :]
+    keep = ((tokens == generation.eos_token_id).cumsum(dim=1) == 0) & (position < caps[:, None])
+    ids = torch.cat([prompt, tokens.masked_fill(~keep, generation.eos_token_id)], dim=1)
+    mask = torch.cat([torch.ones_like(prompt, dtype=torch.bool), keep], dim=1)
+    decoder = model.backbone.model.decoder(
+        input_ids=ids, encoder_hidden_states=padded.last_hidden_state, output_hidden_states=True, use_cache=False
+    )
+    return NserLayerStates(
+        encoder_layer_states=encoder_states,
+        encoder_layer_mask=encoder_mask,
+        decoder_layer_states=torch.stack(decoder.hidden_states, dim=1),
+        decoder_layer_mask=mask,
+        hypothesis_ids=ids,
+    )
+
+
+@dataclass
+class DecoderPath:
+    """One named way of computing decoder-path states: `extract(input_features, attention_mask)`."""
+
+    name: str
+    model: WhisperForNoisyEmotionClassification
+    extract: Callable
+
+
+def parse_path(spec):
+    """`before` or `WINDOW:DTYPE` -> (window seconds or None, dtype); a clear error for anything else."""
+    if spec == BEFORE:
+        return None, "float32"
+    window, _, dtype = spec.partition(":")
+    try:
+        seconds = float(window)
+    except ValueError:
+        seconds = -1.0
+    if seconds <= 0 or dtype not in ASR_DTYPES:
+        raise ValueError(f"decoder path {spec!r} is not {BEFORE!r} or WINDOW:DTYPE (seconds > 0, dtype in {ASR_DTYPES})")
+    return seconds, dtype
+
+
+def build_paths(checkpoint, language, specs=DEFAULT_PATHS, labels=("x",)):
+    """One `DecoderPath` per spec, each on its own float32 copy of `checkpoint` (use_decoder, `language`)."""
+    paths = []
+    for spec in specs:
+        seconds, dtype = parse_path(spec)
+        options = {} if seconds is None else {"asr_window_seconds": seconds, "asr_dtype": dtype}
+        model = WhisperForNoisyEmotionClassification.from_whisper(
+            checkpoint, list(labels), use_decoder=True, asr_language=language, **options
+        ).eval()
+        if seconds is None:
+            name, extract = BEFORE_NAME, partial(generate_then_teacher_force, model)
+        else:
+            name, extract = f"fused greedy, {seconds:g} s window, {dtype}", model.extract_layer_states
+        paths.append(DecoderPath(name, model, extract))
+    return paths

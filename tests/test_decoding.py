@@ -1,0 +1,74 @@
+"""The decoder path's fused greedy decoding and ASR window, against transformers' `generate` (tiny random models)."""
+
+import pytest
+import torch
+from transformers import GenerationConfig
+
+from bench.decoder_paths import generate_then_teacher_force
+from test_modeling import padded_batch
+from tiny_models import SPECIAL, random_features, tiny_generation_config, tiny_model
+
+CLIPS = [(57, 3), (143, 4), (90, 5)]  # (frames, seed): three durations, so three hypothesis caps
+
+
+def batch():
+    return padded_batch([random_features(frames, seed=seed) for frames, seed in CLIPS])
+
+
+def kept_tokens(states):
+    return [ids[mask].tolist() for ids, mask in zip(states.hypothesis_ids, states.decoder_layer_mask)]
+
+
+@pytest.mark.parametrize("suppress", [False, True])
+def test_fused_greedy_decoding_matches_generate_then_teacher_forcing(suppress):
+    model = tiny_model(max_hypothesis_tokens=12, hypothesis_tokens_per_second=8.0)
+    features, mask = batch()
+    if suppress:  # suppress the tokens the model prefers, so the suppression rules decide the hypothesis
+        first = kept_tokens(model.extract_layer_states(features, mask))
+        favourites = sorted({t for clip in first for t in clip[4:]} - {SPECIAL["eos"]})[:3]
+        model.backbone.generation_config = GenerationConfig.from_dict(
+            {**tiny_generation_config(), "suppress_tokens": favourites, "begin_suppress_tokens": [SPECIAL["eos"]]}
+        )
+    with torch.no_grad():
+        fused = model.extract_layer_states(features, mask)
+        reference = generate_then_teacher_force(model, features, mask)
+    assert kept_tokens(fused) == kept_tokens(reference)
+    assert max(len(clip) for clip in kept_tokens(fused)) > 5, "the test needs hypotheses of more than one token"
+    if suppress:
+        assert not {t for clip in kept_tokens(fused) for t in clip[4:]} & set(favourites)
+    for states in (fused, reference):
+        assert states.decoder_layer_mask.any(dim=0).all(), "no column may be padding for every clip"
+    real = fused.decoder_layer_mask
+    torch.testing.assert_close(fused.decoder_layer_states.permute(0, 2, 1, 3)[real],
+                               reference.decoder_layer_states.permute(0, 2, 1, 3)[real], atol=1e-5, rtol=0)
+
+
+def test_a_short_asr_window_decodes_clips_that_fit_it_and_longer_clips_on_the_full_window():
+    short_window = tiny_model(asr_window_seconds=1.0)  # 100 frames; the tiny encoder's window is 200 frames
+    full_window = tiny_model()
+    features, mask = batch()
+    with torch.no_grad():
+        mixed = short_window.extract_layer_states(features, mask)
+        full = full_window.extract_layer_states(features, mask)
+        for row, (frames, seed) in enumerate(CLIPS):
+            alone = short_window.extract_layer_states(random_features(frames, seed=seed))
+            tokens = int(alone.decoder_layer_mask.sum())
+            assert mixed.decoder_layer_mask[row].sum() == tokens
+            assert torch.equal(mixed.hypothesis_ids[row, :tokens], alone.hypothesis_ids[0, :tokens])
+            torch.testing.assert_close(mixed.decoder_layer_states[row, :, :tokens], alone.decoder_layer_states[0, :, :tokens],
+                                       atol=1e-5, rtol=0)
+    long_row = 1  # 143 frames > 100: Whisper's full window, as without the option
+    tokens = int(full.decoder_layer_mask[long_row].sum())
+    torch.testing.assert_close(mixed.decoder_layer_states[long_row, :, :tokens], full.decoder_layer_states[long_row, :, :tokens],
+                               atol=1e-5, rtol=0)
+    assert not torch.allclose(mixed.decoder_layer_states[0, :, :4], full.decoder_layer_states[0, :, :4]), \
+        "a clip that fits the short window must be decoded on it"
+
+
+def test_bfloat16_asr_path_returns_float32_states_close_to_float32():
+    features, mask = batch()
+    with torch.no_grad():
+        exact = tiny_model(decoder_input="prompt").extract_layer_states(features, mask)
+        fast = tiny_model(decoder_input="prompt", asr_dtype="bfloat16").extract_layer_states(features, mask)
+    assert fast.decoder_layer_states.dtype == torch.float32
+    torch.testing.assert_close(fast.decoder_layer_states, exact.decoder_layer_states, atol=0.1, rtol=0.05)
