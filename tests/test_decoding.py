@@ -4,7 +4,8 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
-from bench.decoder_paths import generate_then_teacher_force
+from bench.decoder_paths import generate_then_teacher_force, parse_path
+from bench.hypothesis_quality import agreement, degenerate
 from test_modeling import padded_batch
 from tiny_models import SPECIAL, random_features, tiny_generation_config, tiny_model
 
@@ -72,3 +73,23 @@ def test_bfloat16_asr_path_returns_float32_states_close_to_float32():
         fast = tiny_model(decoder_input="prompt", asr_dtype="bfloat16").extract_layer_states(features, mask)
     assert fast.decoder_layer_states.dtype == torch.float32
     torch.testing.assert_close(fast.decoder_layer_states, exact.decoder_layer_states, atol=0.1, rtol=0.05)
+
+
+@pytest.mark.parametrize("spec, expected", [("before", (None, "float32")), ("10:bfloat16", (10.0, "bfloat16")),
+                                            ("30:float32", (30.0, "float32"))])
+def test_decoder_path_specs_parse(spec, expected):
+    assert parse_path(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["10", "0:float32", "ten:float32", "10:float16", "after"])
+def test_bad_decoder_path_specs_name_the_spec(spec):
+    with pytest.raises(ValueError, match=f"decoder path '{spec}'"):
+        parse_path(spec)
+
+
+def test_hypothesis_agreement_and_degeneracy_measures():
+    reference = [("a", [1, 2, 3], 8), ("b", [4, 5], 8)]
+    same, tokens = agreement([("a", [1, 2, 3], 8), ("c", [4, 6], 8)], reference)
+    assert (same, tokens) == ("50.0", "75.0")  # one identical; token agreement (1 + 1/2) / 2
+    assert agreement(reference, None) == ("", "")
+    assert degenerate([7, 7, 7, 7]) and not degenerate([7, 7, 7, 8])
