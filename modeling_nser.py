@@ -363,10 +363,11 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
         padded[:, :, : features.shape[2]] = torch.where(keep, features, padded[:, :, : features.shape[2]])
         return padded
 
-    def _encode_real_length(self, features, frame_mask):
+    def _encode_real_length(self, features, frame_mask, all_layers=True):
         """Whisper's encoder on the real length: convolutions, positional embeddings sliced to the frame count,
         the layers with padded frames masked as keys, the final layer norm. On a full 30 s input this is the
-        standard encoder; padding is zeroed before each convolution so a clip's states do not depend on the batch."""
+        standard encoder; padding is zeroed before each convolution so a clip's states do not depend on the batch.
+        Returns (B, L, T, D) states, or only the last layer's (L = 1) without `all_layers`."""
         encoder = self.backbone.model.encoder
         keep = frame_mask[:, None, :].to(features.dtype)
         hidden = nn.functional.gelu(encoder.conv1(features * keep)) * keep
@@ -374,11 +375,12 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
         token_mask = frame_mask[:, ::2]
         hidden = hidden + encoder.embed_positions.weight[: hidden.shape[1]]
         additive_mask = (~token_mask)[:, None, None, :].to(hidden.dtype) * torch.finfo(hidden.dtype).min
-        states = [hidden]
+        states = []
         for layer in encoder.layers:
+            if all_layers:
+                states.append(hidden)
             hidden = layer(hidden, additive_mask)
-            states.append(hidden)
-        states[-1] = encoder.layer_norm(hidden)
+        states.append(encoder.layer_norm(hidden))
         return torch.stack(states, dim=1), token_mask
 
     def _decoder_prompt(self, encoder_outputs, batch):
@@ -454,7 +456,8 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
         padded = self._pad_with_floor(features, frame_mask, frames)
         dtype = getattr(torch, self.config.asr_dtype)
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
-            memory, _ = self._encode_real_length(padded, torch.ones(padded.shape[0], frames, dtype=torch.bool, device=padded.device))
+            full = torch.ones(padded.shape[0], frames, dtype=torch.bool, device=padded.device)
+            memory, _ = self._encode_real_length(padded, full, all_layers=False)
         return memory[:, -1].to(self.dtype)
 
     def _decoder_states(self, features, frame_mask, decoder_input_ids, decoder_attention_mask, needs_grad):

@@ -41,14 +41,14 @@ def clips(casia_dir, texts, speakers):
 
 def hypotheses(path, tokenizer, features, batch_size=8):
     """(text, tokens, cap) per clip, decoded by one decoder path."""
-    collate, results, config = PaddingCollator(), [], path.model.config
+    collate, results = PaddingCollator(), []
     for start in range(0, len(features), batch_size):
         batch = collate([{"input_features": f} for f in features[start: start + batch_size]["input_features"]])
         with torch.no_grad():
             states = path.extract(batch["input_features"], batch["attention_mask"])
         for ids, mask, cap in zip(states.hypothesis_ids, states.decoder_layer_mask, path.model.hypothesis_caps(batch["attention_mask"].bool())):
             tokens = ids[mask][PROMPT_TOKENS:].tolist()
-            results.append((tokenizer.decode(tokens, skip_special_tokens=True).strip(), tokens, min(int(cap), config.max_hypothesis_tokens)))
+            results.append((tokenizer.decode(tokens, skip_special_tokens=True).strip(), tokens, int(cap)))
     return results
 
 

@@ -26,18 +26,13 @@ from nser.features import PaddingCollator
 
 logger = logging.getLogger(__name__)
 
-# NserConfig values that change what the backbone hands to the trainable part.
-EXTRACTION_KEYS = (
-    "use_decoder", "decoder_input", "asr_language", "asr_task", "max_hypothesis_tokens",
-    "hypothesis_tokens_per_second", "pad_to_30s", "asr_generation_config", "asr_window_seconds", "asr_dtype",
-)
-
-
-# The subset that changes the ASR hypothesis: systems that differ only elsewhere share one decoding.
+# NserConfig values that change the ASR hypothesis: systems that differ only elsewhere share one decoding.
 HYPOTHESIS_KEYS = (
     "asr_language", "asr_task", "max_hypothesis_tokens", "hypothesis_tokens_per_second", "asr_generation_config",
     "asr_window_seconds", "asr_dtype",
 )
+# NserConfig values that change what the backbone hands to the trainable part (the fingerprint sorts them).
+EXTRACTION_KEYS = ("use_decoder", "decoder_input", "pad_to_30s", *HYPOTHESIS_KEYS)
 
 
 def backbone_fingerprint(model, keys=EXTRACTION_KEYS):
