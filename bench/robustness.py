@@ -56,7 +56,7 @@ from datasets import DatasetDict, load_from_disk
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bench.systems import SYSTEM_FUNCTIONS, SYNTHETIC_TRAIN_NOISE, Setup, SystemSpec, fingerprint
+from bench.systems import SYSTEM_FUNCTIONS, SYNTHETIC_TRAIN_NOISE, Setup, SystemSpec, fingerprint, sum_stages
 from nser.arguments import DataArguments, NoiseArguments
 from nser.atomic import write_text_atomic
 from nser.data import VALIDATION_MODES, cross_validation_folds, stratified_validation
@@ -75,10 +75,10 @@ RESULT_FILE = "bench_result.json"
 RESULT_VERSION = 1  # bump when a system's computation changes, so old results are not reused
 
 ALL_SYSTEMS = ("egemaps", "egemaps_clean", "whisper_last", "probe", "probe_clean", "wfac", "nser_enc", "nser_encdec",
-               "nser_enc_clean", "nser_encdec_clean", "nser_default", "nser_default_clean", "probe_speaker_norm",
+               "nser_enc_clean", "nser_encdec_clean", "nser_default", "nser_default_clean", "nser_default_ensemble", "probe_speaker_norm",
                "nser_default_speaker_norm", "nser_default_encdec", "nser_default_encdec_prompt", "nser_default_encdec_clean")
 # Runs sharing a backbone share its feature cache: the first of them pays the extraction (reported as such).
-EXECUTION_ORDER = ("nser_default", "probe", "whisper_last", "nser_default_clean", "probe_clean", "variant",
+EXECUTION_ORDER = ("nser_default", "probe", "whisper_last", "nser_default_clean", "probe_clean", "nser_default_ensemble", "variant",
                    "probe_speaker_norm", "nser_default_speaker_norm", "nser_enc",
                    "nser_enc_clean", "egemaps", "egemaps_clean", "control", "wfac", "nser_default_encdec", "nser_default_encdec_prompt",
                    "nser_default_encdec_clean", "nser_encdec", "nser_encdec_clean")
@@ -378,6 +378,12 @@ def build_specs(args, data_root):
         "nser_default_clean": lambda: SystemSpec("nser_default_clean", "Nc", "(N) clean-trained", "nser", data(main), main, snrs,
                                          seeds, train_with_noise=False, config_overrides=DEFAULT_HEAD, learned_layer_weights=True,
                                          training_overrides=DEFAULT_RECIPE),
+        "nser_default_ensemble": lambda: SystemSpec("nser_default_ensemble", "Ne", "(N), ensemble over the seeds", "nser",
+                                            data(main), main, snrs, seeds[:1], config_overrides=DEFAULT_HEAD,
+                                            training_overrides=DEFAULT_RECIPE, learned_layer_weights=True,
+                                            options={"ensemble_seeds": seeds},
+                                            note=f"mean class probabilities of (N) trained with seeds {seeds}: one model of "
+                                                 f"{len(seeds)}x the cost"),
         "probe_speaker_norm": lambda: SystemSpec("probe_speaker_norm", "2p-s", "(2p) with speaker normalisation (transductive)",
                                          "probe", data(main), main, snrs, seeds[:1], speaker_normalization=True, options=probe,
                                          note="every speaker's clips standardised by that speaker's statistics, test "
@@ -461,7 +467,8 @@ def estimate_minutes(specs, sizes, noise_types, augment_copies, epochs):
         test_clips = n["test"] * (1 + len(noise_types) * len(spec.snrs))
         if spec.kind == "nser":
             per_epoch = (train_clips + n["validation"] / 3) * TRAIN_S_PER_EXAMPLE_EPOCH + CHECKPOINT_S
-            seconds += len(spec.seeds) * (RUN_OVERHEAD_S + epochs * per_epoch + test_clips * INFERENCE_S_PER_CLIP)
+            runs = len(spec.options.get("ensemble_seeds") or spec.seeds)
+            seconds += runs * (RUN_OVERHEAD_S + epochs * per_epoch + test_clips * INFERENCE_S_PER_CLIP)
         minutes[spec.key] = seconds / 60
     return minutes
 
@@ -503,18 +510,6 @@ def mean_over_folds(rows_per_fold):
     return rows
 
 
-def _sum_stages(stages_per_fold):
-    """Seconds and clips summed over the folds, the largest peak RSS."""
-    total = {}
-    for stages in stages_per_fold:
-        for stage, record in (stages or {}).items():
-            into = total.setdefault(stage, {"seconds": 0.0, "peak_rss_mb": 0.0, "clips": 0, "reused_clips": 0})
-            for key in ("seconds", "clips", "reused_clips"):
-                into[key] += record.get(key, 0)
-            into["peak_rss_mb"] = max(into["peak_rss_mb"], record.get("peak_rss_mb", 0.0))
-    return total or None
-
-
 def combine_folds(names, per_fold):
     """[(spec, results, sizes)] per fold -> one [(spec, results, sizes)] whose per-seed results are averaged over
     the folds (seeds every fold has); sizes: train/validation per fold, test clips summed (each tested once); the
@@ -533,7 +528,7 @@ def combine_folds(names, per_fold):
             if runs[0].get("layer_weights"):
                 weights = {group: np.mean([r["layer_weights"][group] for r in runs], axis=0).tolist() for group in runs[0]["layer_weights"]}
             results.append({"seed": seed, "rows": mean_over_folds([r["rows"] for r in runs]), "layer_weights": weights,
-                            "stages": _sum_stages([r["stages"] for r in runs]), "wall_s": sum(r["wall_s"] for r in runs)})
+                            "stages": sum_stages([r["stages"] for r in runs]), "wall_s": sum(r["wall_s"] for r in runs)})
         sizes = {split: "/".join(dict.fromkeys(str(sz[split]) for _, _, sz in entries)) for split in ("train", "validation")}
         sizes["test"] = sum(sz["test"] for _, _, sz in entries)
         combined.append((dataclasses.replace(spec, dataset_dir=spec.dataset_dir.replace(names[0], "<fold>")), results, sizes))

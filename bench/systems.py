@@ -64,6 +64,7 @@ from transformers import (
 from nser.arguments import DataArguments, ModelArguments, NoiseArguments, RunArguments
 from nser.audio import SAMPLING_RATE, waveform_from_value
 from nser.data import load_corpus, prepare_columns, speaker_independent_splits
+from nser.ensemble import TEST_LOGITS_FILE, ensemble_rows
 from nser.experiment import Fold, NoisyViews, load_noise_bank, run_experiment
 from nser.metrics import classification_metrics
 from nser.training import build_model
@@ -486,36 +487,74 @@ def _stage_hook(meter: ResourceMeter, cache_dir):
     return stage
 
 
+def _train_nser(setup: Setup, spec: SystemSpec, seed, run_dir):
+    """One `run_experiment` in `run_dir` (test logits saved there); checkpoints are deleted afterwards (~300 MB
+    each, the frozen backbone is saved too): the results and the learned layer weights are what the benchmark keeps.
+    Returns (result, label names)."""
+    model_args = ModelArguments(model_name_or_path=setup.model, config_overrides=spec.config_overrides)
+    data_args = DataArguments(dataset_name=spec.dataset_dir, feature_cache_dir=setup.feature_cache_dir,
+                              speaker_normalization=spec.speaker_normalization)
+    noise_args = setup.noise_arguments(spec.snrs, spec.train_with_noise)
+    training_args = setup.training_arguments(run_dir, seed, **spec.training_overrides)
+    set_seed(seed)
+    start = time.perf_counter()
+    with ResourceMeter() as meter, meter.stage("total"):
+        result = run_experiment(
+            model_args, data_args, noise_args, training_args, RunArguments(overwrite_output_dir=True, save_test_logits=True),
+            stage=_stage_hook(meter, setup.feature_cache_dir),
+        )
+    trainer = result["trainer"]
+    summary = {
+        "rows": result["rows"], "layer_weights": {group: w.tolist() for group, w in trainer.model.layer_weights().items()},
+        "stages": meter.records, "wall_s": time.perf_counter() - start,
+        "selection": {"best_validation_macro_f1": trainer.state.best_metric,
+                      "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name},
+    }
+    label_names = result["label_names"]
+    del result, trainer
+    gc.collect()
+    for checkpoint in Path(run_dir).glob("checkpoint-*"):
+        shutil.rmtree(checkpoint)
+    return summary, label_names
+
+
+def _ensemble(members, label_names, run_dirs):
+    """One result from member runs: rows of their mean class probabilities, the members' layer weights averaged,
+    their costs summed, each member's selection kept."""
+    weights = {group: np.mean([m["layer_weights"][group] for m in members], axis=0).tolist() for group in members[0]["layer_weights"]}
+    return {
+        "rows": ensemble_rows([Path(d) / TEST_LOGITS_FILE for d in run_dirs], label_names), "layer_weights": weights,
+        "stages": sum_stages([m["stages"] for m in members]), "wall_s": sum(m["wall_s"] for m in members),
+        "selection": {"members": [m["selection"] for m in members], "member_rows": [m["rows"] for m in members]},
+    }
+
+
+def sum_stages(stages_per_run):
+    """Seconds and clips summed over runs (folds or ensemble members), the largest peak RSS; None when none has any."""
+    total = {}
+    for stages in stages_per_run:
+        for stage, record in (stages or {}).items():
+            into = total.setdefault(stage, {"seconds": 0.0, "peak_rss_mb": 0.0, "clips": 0, "reused_clips": 0})
+            for key in ("seconds", "clips", "reused_clips"):
+                into[key] += record.get(key, 0)
+            into["peak_rss_mb"] = max(into["peak_rss_mb"], record.get("peak_rss_mb", 0.0))
+    return total or None
+
+
 def run_nser(setup: Setup, spec: SystemSpec, seeds):
-    """`run_experiment` once per seed in `<output_dir>/<key>/seed-<s>`; checkpoints are deleted afterwards (the
-    results and the learned layer weights are what the benchmark keeps)."""
+    """`run_experiment` once per seed in `<output_dir>/<key>/seed-<s>`. With `options["ensemble_seeds"]`, the one
+    seed of the spec stands for an ensemble: a run per listed seed in `seed-<s>/member-<seed>`, scored on the
+    members' mean class probabilities."""
     results = {}
     for seed in seeds:
         run_dir = setup.output_dir / spec.key / f"seed-{seed}"
-        model_args = ModelArguments(model_name_or_path=setup.model, config_overrides=spec.config_overrides)
-        data_args = DataArguments(dataset_name=spec.dataset_dir, feature_cache_dir=setup.feature_cache_dir,
-                                  speaker_normalization=spec.speaker_normalization)
-        noise_args = setup.noise_arguments(spec.snrs, spec.train_with_noise)
-        training_args = setup.training_arguments(run_dir, seed, **spec.training_overrides)
-        set_seed(seed)
-        start = time.perf_counter()
-        with ResourceMeter() as meter, meter.stage("total"):
-            result = run_experiment(
-                model_args, data_args, noise_args, training_args, RunArguments(overwrite_output_dir=True),
-                stage=_stage_hook(meter, setup.feature_cache_dir),
-            )
-        trainer = result["trainer"]
-        weights = {group: w.tolist() for group, w in trainer.model.layer_weights().items()}
-        results[seed] = {
-            "rows": result["rows"], "layer_weights": weights, "stages": meter.records,
-            "wall_s": time.perf_counter() - start,
-            "selection": {"best_validation_macro_f1": trainer.state.best_metric,
-                          "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name},
-        }
-        del result, trainer
-        gc.collect()
-        for checkpoint in run_dir.glob("checkpoint-*"):
-            shutil.rmtree(checkpoint)  # ~300 MB each (the frozen backbone is saved too)
+        member_seeds = spec.options.get("ensemble_seeds")
+        if not member_seeds:
+            results[seed], _ = _train_nser(setup, spec, seed, run_dir)
+            continue
+        member_dirs = [run_dir / f"member-{m}" for m in member_seeds]
+        runs = [_train_nser(setup, spec, m, d) for m, d in zip(member_seeds, member_dirs)]
+        results[seed] = _ensemble([summary for summary, _ in runs], runs[0][1], member_dirs)
     return results
 
 

@@ -137,6 +137,11 @@ class RunArguments:
         metadata={"help": "With --cv_column: after the folds, train one model on every group (validation as in the "
                           "folds) and save it as <output_dir>/model, its card headed by the cross-validation results."},
     )
+    save_test_logits: bool = field(
+        default=False,
+        metadata={"help": "Write every test condition's logits and labels to <fold output>/test_logits.npz, for seed "
+                          "ensembles (nser.ensemble.ensemble_rows) and per-clip significance tests."},
+    )
     benchmark_reports: list[str] = field(
         default_factory=list,
         metadata={"help": "bench.robustness reports (robustness.md) whose summary tables the model card shows."},

@@ -16,6 +16,7 @@ from transformers import EarlyStoppingCallback
 from nser.atomic import write_text_atomic
 from nser.augment import CLEAN, NoiseAugmentation, NoiseEpochCallback, condition_name, make_noisy_testset
 from nser.data import all_groups_splits, cross_validation_folds, limit, load_corpus, prepare_columns, speaker_independent_splits
+from nser.ensemble import TEST_LOGITS_FILE
 from nser.feature_cache import cache_layer_states
 from nser.features import PaddingCollator, make_feature_function
 from nser.lora import add_encoder_lora, merge_encoder_lora
@@ -184,8 +185,10 @@ class Fold:
         return [(name, noise_type, snr_db, self._map(ds, None, f"test {name}")) for name, noise_type, snr_db, ds in self.views.test()]
 
 
-def train_fold(splits, label_names, bank, model_args, data_args, noise_args, training_args, resume=True, stage=untimed):
+def train_fold(splits, label_names, bank, model_args, data_args, noise_args, training_args, resume=True, stage=untimed,
+               save_logits=False):
     """Train one model on one split (resuming its last checkpoint when `resume`); return (rows, trainer, extractor).
+    `save_logits`: also write the test logits of every condition to `<output_dir>/test_logits.npz`.
 
     `stage(name, clips)`, when given, returns a context manager wrapped around each stage: "extraction" (backbone
     states written to or read from the feature cache, once per split and condition), "training" and
@@ -227,7 +230,8 @@ def train_fold(splits, label_names, bank, model_args, data_args, noise_args, tra
     trainer.args.remove_unused_columns = True
     conditions = fold.test_conditions()
     with stage("inference", sum(len(ds) for *_, ds in conditions)):
-        rows = evaluate_conditions(trainer, conditions, label_names)
+        logits_file = os.path.join(args.output_dir, TEST_LOGITS_FILE) if save_logits else None
+        rows = evaluate_conditions(trainer, conditions, label_names, logits_file)
     merge_encoder_lora(trainer.model)
     return rows, trainer, feature_extractor
 
@@ -264,7 +268,7 @@ def run_experiment(model_args, data_args, noise_args, training_args, run_args, s
             continue
         rows, trainer, feature_extractor = train_fold(
             splits, label_names, bank, model_args, data_args, noise_args, fold_args,
-            resume=not run_args.overwrite_output_dir, stage=stage,
+            resume=not run_args.overwrite_output_dir, stage=stage, save_logits=run_args.save_test_logits,
         )
         if trainer.is_world_process_zero():
             done.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from transformers import Trainer
 
 from configuration_nser import NserConfig
 from modeling_nser import NserLayerStates, WhisperForNoisyEmotionClassification
+from nser.ensemble import save_test_logits
 from nser.metrics import classification_metrics
 
 logger = logging.getLogger(__name__)
@@ -114,15 +115,21 @@ def fit_feature_statistics(model, dataset, collator, batch_size=64):
     logger.info("feature standardisation fitted on %d training examples (%s)", count, ", ".join(groups))
 
 
-def evaluate_conditions(trainer, conditions, label_names):
+def evaluate_conditions(trainer, conditions, label_names, logits_file=None):
     """Predict every condition and return one result row each (see nser.report for the row format).
 
-    `conditions`: list of (name, noise_type, snr_db or None, dataset)."""
-    rows = []
+    `conditions`: list of (name, noise_type, snr_db or None, dataset). `logits_file`: where to save every
+    condition's logits and labels (`nser.ensemble`), for ensembles and per-clip significance tests."""
+    rows, all_logits, all_labels = [], [], []
     for name, noise_type, snr_db, dataset in conditions:
         output = trainer.predict(dataset, metric_key_prefix=f"test_{name}")
         logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
         metrics = classification_metrics(output.label_ids, np.argmax(logits, axis=-1), label_names)
         rows.append({"condition": name, "noise_type": noise_type, "snr_db": snr_db, "num_examples": len(dataset), **metrics})
+        all_logits.append(logits)
+        all_labels.append(output.label_ids)
         logger.info("%s: macro-F1 %.1f  UA %.1f  WA %.1f", name, 100 * metrics["macro_f1"], 100 * metrics["ua"], 100 * metrics["wa"])
+    if logits_file and rows and trainer.is_world_process_zero():
+        save_test_logits(logits_file, rows, all_logits, all_labels)
+        logger.info("test logits of %d conditions saved to %s", len(rows), logits_file)
     return rows

@@ -18,6 +18,7 @@ from transformers import WhisperForAudioClassification
 
 from bench import robustness, systems
 from corpus_fixtures import make_corpus, make_noise_folder
+from nser.ensemble import ensemble_rows
 from tiny_models import save_tiny_whisper, tiny_whisper_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -382,3 +383,18 @@ def test_quick_run_on_whisper_base_and_casia(tmp_path):
     for number in numbers:
         assert f"### ({number})" in markdown
     assert "| babble | – |" in markdown and "| white | – |" in markdown
+
+
+def test_seed_ensemble_averages_the_probabilities_of_the_default_heads_seeds(tiny_assets, tmp_path):
+    argv = tiny_arguments(tiny_assets, tmp_path)
+    argv = argv[:argv.index("--systems")] + ["--systems", "nser_default", "nser_default_ensemble"]
+    payload = robustness.main(argv)
+    single, ensemble = payload["systems"]
+    assert ensemble["spec"]["number"] == "Ne" and ensemble["spec"]["options"] == {"ensemble_seeds": [0, 1]}
+    (result,) = ensemble["results"]  # one ensemble of the two seeds
+    members = [tmp_path / "nser_default_ensemble" / "seed-0" / f"member-{seed}" / "test_logits.npz" for seed in (0, 1)]
+    labels = result["rows"][0]["labels"]
+    assert result["rows"] == ensemble_rows(members, labels)
+    # each member is the single-model system's run with that seed, so the ensemble is compared with its own members
+    assert result["selection"]["member_rows"] == [run["rows"] for run in single["results"]]
+    assert ensemble["cost"]["training_examples"] == 2 * single["cost"]["training_examples"]

@@ -17,6 +17,7 @@ from transformers import AutoModelForAudioClassification
 import nser.experiment
 import run_nser
 from corpus_fixtures import make_corpus, make_noise_folder
+from nser.ensemble import TEST_LOGITS_FILE, ensemble_rows
 from nser.training import NserTrainer
 from tiny_models import LABELS, save_tiny_whisper
 
@@ -232,7 +233,7 @@ def test_cross_validation_then_one_final_model_trained_on_every_speaker(assets, 
     out = tmp_path / "out"
     result = run_nser.main(arguments(
         assets, out, "--cv_column", "speaker", "--train_final_model", "true", "--num_train_epochs", "1",
-        "--test_snrs", "0", "--test_noise_types", "white",
+        "--test_snrs", "0", "--test_noise_types", "white", "--save_test_logits", "true",
     ))
     assert result["fold_names"] == ["speaker-s1", "speaker-s2", "speaker-s3", "speaker-s4"]
     # 4 speakers x 4 labels x 2 clips: one clip of every (speaker, label) cell validates, the rest train (2 noisy copies)
@@ -246,6 +247,9 @@ def test_cross_validation_then_one_final_model_trained_on_every_speaker(assets, 
     assert not torch.equal(model.standardizers["encoder"].std, torch.ones_like(model.standardizers["encoder"].std))
     report = json.loads((out / "report" / "results.json").read_text())
     assert report["rows"][0]["condition"] == "clean" and "macro_f1_std" in report["rows"][0]  # the fold mean
+    for fold, rows in zip(result["fold_names"], result["folds"]):  # each fold's saved logits give its own rows back
+        assert ensemble_rows([out / fold / TEST_LOGITS_FILE], LABELS) == rows
+    assert not (out / "final-model" / TEST_LOGITS_FILE).exists()  # nothing is held out from the final model
 
 
 def test_speaker_normalisation_is_transductive_and_needs_pooled_statistics(assets, tmp_path):
