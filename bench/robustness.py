@@ -3,10 +3,14 @@
 Systems (bench/systems.py), on the same speaker-independent splits, training noise and noisy test audio:
   (1)  openSMILE eGeMAPSv02 functionals + logistic regression (C on validation); (1c) the same, clean-trained
   (2)  Whisper's last encoder layer, mean-pooled, nser's small MLP head (`encoder_fusion=last,use_decoder=false`)
+  (2p) the linear probe: every encoder layer's mean + std, StandardScaler, logistic regression (C by inner
+       speaker-grouped CV); (2pc) clean-trained
   (3)  transformers' WhisperForAudioClassification, `use_weighted_layer_sum=True`, 30 s padded (on a subset)
   (4)  nser, encoder layer adapter (`use_decoder=false`)
   (5)  nser, encoder + decoder layer adapters on the greedy ASR hypothesis (`use_decoder=true`; on a subset)
-  (N)  nser's default head (pooled statistics, standardised), encoder only; (Nc) clean-trained
+  (N)  nser's default head (pooled statistics, standardised), encoder only; (Nc) clean-trained; (Ne) the mean
+       probabilities of (N) over the run's seeds; (N-L) (N) with LoRA on the encoder; (N-s), (2p-s) speaker-
+       normalised (transductive)
   (Nd) (N) + the decoder layers on the greedy ASR hypothesis; (Ndc) clean-trained; (Nd-p) the decoder on the task
        prompt only (it hears the audio through cross-attention but reads no words): what the words add
   (6)  (4) trained on clean speech only; (6b) (5) trained on clean speech only
@@ -22,9 +26,9 @@ From the repository root (offline: HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVA
     python -m bench.robustness               # everything: ~2 h on 2 CPU cores (see bench/README.md)
     python -m bench.robustness --corpus ravdess   # needs data/ravdess (python -m dataset_scripts.ravdess ...)
     python -m bench.robustness --budget --cv_column speaker   # leave-one-speaker-out: every speaker tested once
-With `--cv_column`, the corpus's clips are pooled and each value of that column (a speaker, an IEMOCAP session) is
-the test set of one fold, the next value (cyclically) its validation set, the rest its training set
-(`nser.data.cross_validation_folds`, as `run_nser.py --cv_column`). Every system runs on every fold; a seed's
+With `--cv_column`, the corpus's clips are pooled and each value of that column (a speaker, an IEMOCAP session), or
+each of `--cv_folds` groups of values, is the test set of one fold; every other value trains, and validation comes
+from their clips (`nser.data.cross_validation_folds`, as `run_nser.py --cv_column`). Every system runs on every fold; a seed's
 numbers are averaged over the folds (each fold weighted equally), then mean ± std over seeds; a per-fold table
 shows how much the held-out speaker matters.
 Finished runs are reused (`<output_dir>/<system>/seed-<s>/bench_result.json`, checked against their settings),
@@ -75,10 +79,10 @@ RESULT_FILE = "bench_result.json"
 RESULT_VERSION = 1  # bump when a system's computation changes, so old results are not reused
 
 ALL_SYSTEMS = ("egemaps", "egemaps_clean", "whisper_last", "probe", "probe_clean", "wfac", "nser_enc", "nser_encdec",
-               "nser_enc_clean", "nser_encdec_clean", "nser_default", "nser_default_clean", "nser_default_ensemble", "probe_speaker_norm",
+               "nser_enc_clean", "nser_encdec_clean", "nser_default", "nser_default_clean", "nser_default_ensemble", "nser_default_lora", "probe_speaker_norm",
                "nser_default_speaker_norm", "nser_default_encdec", "nser_default_encdec_prompt", "nser_default_encdec_clean")
 # Runs sharing a backbone share its feature cache: the first of them pays the extraction (reported as such).
-EXECUTION_ORDER = ("nser_default", "probe", "whisper_last", "nser_default_clean", "probe_clean", "nser_default_ensemble", "variant",
+EXECUTION_ORDER = ("nser_default", "probe", "whisper_last", "nser_default_clean", "probe_clean", "nser_default_ensemble", "variant", "nser_default_lora",
                    "probe_speaker_norm", "nser_default_speaker_norm", "nser_enc",
                    "nser_enc_clean", "egemaps", "egemaps_clean", "control", "wfac", "nser_default_encdec", "nser_default_encdec_prompt",
                    "nser_default_encdec_clean", "nser_encdec", "nser_encdec_clean")
@@ -91,6 +95,9 @@ DEFAULT_HEAD = "use_decoder=false"
 # The default head's training recipe, chosen with the head on validation speakers (README, "Choosing the default"):
 # the library recipe plus weight decay, label smoothing and 20 epochs (the best epoch on validation is kept).
 DEFAULT_RECIPE = {"weight_decay": 0.05, "label_smoothing_factor": 0.1, "num_train_epochs": 20}
+# (N-L): the default head's recipe with LoRA on the encoder, for fewer epochs: every epoch runs the encoder forward
+# and backward (about 4 min per epoch for 540 CASIA clips on 2 CPU cores, against under a second from the cache).
+LORA_RECIPE = {**DEFAULT_RECIPE, "num_train_epochs": 5}
 PROBE_INNER_FOLDS = 4  # speaker-grouped folds for the probe's C (fewer when there are fewer training speakers)
 
 FULL = {
@@ -132,6 +139,7 @@ PRESETS = {
 COST_PER_CLIP_S = {"egemaps": 0.035, "real_length": 0.05, "real_length_stats": 0.05, "padded": 0.5, "decoder": 0.7}
 AUDIO_PREP_S = 0.01  # decoding, noise mixing and log-mel, per clip
 TRAIN_S_PER_EXAMPLE_EPOCH = 0.01  # nser head training from cached states (backward included; validation at a third)
+LORA_TRAIN_S_PER_CLIP = 0.4  # encoder forward and backward with LoRA (N-L), per training clip
 INFERENCE_S_PER_CLIP = 0.003  # prediction from cached states
 RUN_OVERHEAD_S = 4.0  # per nser run: model load, backbone fingerprints; plus CHECKPOINT_S per epoch
 CHECKPOINT_S = 1.5  # saving a checkpoint (the frozen backbone is saved too, ~300 MB)
@@ -384,6 +392,12 @@ def build_specs(args, data_root):
                                             options={"ensemble_seeds": seeds},
                                             note=f"mean class probabilities of (N) trained with seeds {seeds}: one model of "
                                                  f"{len(seeds)}x the cost"),
+        "nser_default_lora": lambda: SystemSpec("nser_default_lora", "N-L", "(N) + LoRA on the encoder, noise drawn every epoch",
+                                        "nser", data(main), main, snrs, seeds, config_overrides=DEFAULT_HEAD,
+                                        training_overrides=LORA_RECIPE, options={"model_arguments": {"use_lora": True}},
+                                        learned_layer_weights=True,
+                                        note="LoRA r 8 on the encoder's q/v projections (nser defaults), trained with the "
+                                             "head; no feature cache, so a new noisy draw every epoch"),
         "probe_speaker_norm": lambda: SystemSpec("probe_speaker_norm", "2p-s", "(2p) with speaker normalisation (transductive)",
                                          "probe", data(main), main, snrs, seeds[:1], speaker_normalization=True, options=probe,
                                          note="every speaker's clips standardised by that speaker's statistics, test "
@@ -459,16 +473,23 @@ def estimate_minutes(specs, sizes, noise_types, augment_copies, epochs):
         train_clips = n["train"] * (augment_copies if spec.train_with_noise else 1)
         variants = [("train", spec.subset["train"], noise, train_clips), ("validation", spec.subset["validation"], noise, n["validation"])]
         variants += [("test", spec.subset["test"], c, n["test"]) for c in ["clean"] + [f"{t}{s}" for t in noise_types for s in spec.snrs]]
+        test_clips = n["test"] * (1 + len(noise_types) * len(spec.snrs))
+        run_epochs = spec.training_overrides.get("num_train_epochs", epochs)
+        if spec.options.get("model_arguments", {}).get("use_lora"):  # nothing cached: every pass runs the encoder
+            encode = COST_PER_CLIP_S["real_length"] + AUDIO_PREP_S
+            per_epoch = n["train"] * (LORA_TRAIN_S_PER_CLIP + AUDIO_PREP_S) + n["validation"] * encode + CHECKPOINT_S
+            per_seed = RUN_OVERHEAD_S + n["train"] * encode + run_epochs * per_epoch + test_clips * encode
+            minutes[spec.key] = len(spec.seeds) * per_seed / 60
+            continue
         seconds = 0.0
         for split, size, variant, clips in variants:
             if (family, split, size, variant) not in done:
                 done.add((family, split, size, variant))
                 seconds += clips * (COST_PER_CLIP_S[family] + AUDIO_PREP_S)
-        test_clips = n["test"] * (1 + len(noise_types) * len(spec.snrs))
         if spec.kind == "nser":
             per_epoch = (train_clips + n["validation"] / 3) * TRAIN_S_PER_EXAMPLE_EPOCH + CHECKPOINT_S
             runs = len(spec.options.get("ensemble_seeds") or spec.seeds)
-            seconds += runs * (RUN_OVERHEAD_S + epochs * per_epoch + test_clips * INFERENCE_S_PER_CLIP)
+            seconds += runs * (RUN_OVERHEAD_S + run_epochs * per_epoch + test_clips * INFERENCE_S_PER_CLIP)
         minutes[spec.key] = seconds / 60
     return minutes
 

@@ -491,7 +491,8 @@ def _train_nser(setup: Setup, spec: SystemSpec, seed, run_dir):
     """One `run_experiment` in `run_dir` (test logits saved there); checkpoints are deleted afterwards (~300 MB
     each, the frozen backbone is saved too): the results and the learned layer weights are what the benchmark keeps.
     Returns (result, label names)."""
-    model_args = ModelArguments(model_name_or_path=setup.model, config_overrides=spec.config_overrides)
+    model_args = ModelArguments(model_name_or_path=setup.model, config_overrides=spec.config_overrides,
+                                **spec.options.get("model_arguments", {}))
     data_args = DataArguments(dataset_name=spec.dataset_dir, feature_cache_dir=setup.feature_cache_dir,
                               speaker_normalization=spec.speaker_normalization)
     noise_args = setup.noise_arguments(spec.snrs, spec.train_with_noise)
@@ -542,7 +543,8 @@ def sum_stages(stages_per_run):
 
 
 def run_nser(setup: Setup, spec: SystemSpec, seeds):
-    """`run_experiment` once per seed in `<output_dir>/<key>/seed-<s>`. With `options["ensemble_seeds"]`, the one
+    """`run_experiment` once per seed in `<output_dir>/<key>/seed-<s>`, with `options["model_arguments"]` (e.g.
+    use_lora) as ModelArguments. With `options["ensemble_seeds"]`, the one
     seed of the spec stands for an ensemble: a run per listed seed in `seed-<s>/member-<seed>`, scored on the
     members' mean class probabilities."""
     results = {}

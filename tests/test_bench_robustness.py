@@ -398,3 +398,17 @@ def test_seed_ensemble_averages_the_probabilities_of_the_default_heads_seeds(tin
     # each member is the single-model system's run with that seed, so the ensemble is compared with its own members
     assert result["selection"]["member_rows"] == [run["rows"] for run in single["results"]]
     assert ensemble["cost"]["training_examples"] == 2 * single["cost"]["training_examples"]
+
+
+def test_lora_system_trains_the_encoder_on_noise_drawn_every_epoch_without_the_cache(tiny_assets, tmp_path):
+    argv = tiny_arguments(tiny_assets, tmp_path)
+    argv = argv[:argv.index("--seeds")] + ["--seeds", "0"] + argv[argv.index("--epochs"):argv.index("--systems")]
+    payload = robustness.main(argv + ["--systems", "nser_default_lora"])
+    (system,) = payload["systems"]
+    assert system["spec"]["options"] == {"model_arguments": {"use_lora": True}}
+    assert system["spec"]["training_overrides"]["num_train_epochs"] == robustness.LORA_RECIPE["num_train_epochs"]
+    assert system["cost"]["clips_computed"] == system["cost"]["clips_reused"] == 0  # no feature cache with LoRA
+    assert system["cost"]["training_examples"] == system["sizes"]["train"]  # one fresh noisy draw per clip and epoch
+    assert all(math.isfinite(row["macro_f1_mean"]) for row in system["aggregated"])
+    assert not list((tmp_path / "cache").glob("layer-*.arrow"))
+    assert not list(tmp_path.glob("*/seed-*/checkpoint-*"))
