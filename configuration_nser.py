@@ -52,6 +52,10 @@ class NserConfig(PretrainedConfig):
         classifier_dropout (`float`, *optional*, defaults to 0.3):
             Dropout in the adapter output and the embedding module. 0.3 (with weight decay 0.05 and label smoothing
             0.1 in training) generalised best to validation speakers of CASIA and RAVDESS (README).
+        feature_dropout (`float`, *optional*, defaults to 0.0):
+            Dropout on the fusion's input (each layer's standardised statistics, or frames), in training only: a
+            regulariser for a head whose per-layer projections see thousands of numbers per clip from few speakers.
+            Not in the paper.
         decoder_input (`str`, *optional*, defaults to `"hypothesis"`):
             What the decoder reads: `"hypothesis"` (the model's own greedy ASR hypothesis after the task prompt)
             or `"prompt"` (the task prompt only, no decoding). The paper's exact decoder input is not published.
@@ -98,6 +102,7 @@ class NserConfig(PretrainedConfig):
         standardize_features=True,
         embedding_dim=256,
         classifier_dropout=0.3,
+        feature_dropout=0.0,
         decoder_input="hypothesis",
         asr_language=None,
         asr_task="transcribe",
@@ -127,6 +132,7 @@ class NserConfig(PretrainedConfig):
         self.standardize_features = standardize_features
         self.embedding_dim = embedding_dim
         self.classifier_dropout = classifier_dropout
+        self.feature_dropout = feature_dropout
         self.decoder_input = decoder_input
         self.asr_language = asr_language
         self.asr_task = asr_task
@@ -183,8 +189,9 @@ class NserConfig(PretrainedConfig):
             raise ValueError(f"asr_window_seconds must be > 0, got {self.asr_window_seconds}")
         if self.asr_dtype not in ASR_DTYPES:
             raise ValueError(f"asr_dtype={self.asr_dtype!r} is not one of {ASR_DTYPES}")
-        if not 0.0 <= self.classifier_dropout < 1.0:
-            raise ValueError(f"classifier_dropout must be in [0, 1), got {self.classifier_dropout}")
+        for name in ("classifier_dropout", "feature_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
 
 __all__ = ["NserConfig"]

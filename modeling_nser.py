@@ -242,6 +242,7 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
             self.standardizers = nn.ModuleDict(
                 {group: LayerStandardizer(counts[group], hidden) for group in (["encoder", "decoder"] if config.use_decoder else ["encoder"])}
             )
+        self.feature_dropout = nn.Dropout(config.feature_dropout)
         embedding_input = sum(group_dims) * (1 if config.pool_before_fusion else pool_factor)
         self.embedding = nn.Sequential(
             nn.Linear(embedding_input, config.embedding_dim),
@@ -538,11 +539,11 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
 
     def _group_vector(self, group, fusion, states):
         if self.config.pool_before_fusion:  # one "frame" per clip: (B, L, 1, P) -> (B, 1, C)
-            return fusion(self.pooled_layer_vectors(group, states).unsqueeze(2))[:, 0]
+            return fusion(self.feature_dropout(self.pooled_layer_vectors(group, states)).unsqueeze(2))[:, 0]
         frames = getattr(states, f"{group}_layer_states")
         if frames is None:
             raise ValueError(f"frame-level fusion (pool_before_fusion=False) needs {group}_layer_states, not statistics")
-        return masked_pool(fusion(frames), getattr(states, f"{group}_layer_mask"), self.config.pooling)
+        return masked_pool(fusion(self.feature_dropout(frames)), getattr(states, f"{group}_layer_mask"), self.config.pooling)
 
     def classify_layer_states(self, states: NserLayerStates):
         """Fusion, masked pooling, embedding and classifier on (possibly cached) layer states or statistics."""

@@ -171,6 +171,7 @@ def test_missing_inputs_and_missing_decoder_states_are_reported():
         ({"adapter_dim": 0}, "adapter_dim"),
         ({"hypothesis_tokens_per_second": 0}, "hypothesis_tokens_per_second"),
         ({"classifier_dropout": 1.5}, "classifier_dropout"),
+        ({"feature_dropout": -0.1}, "feature_dropout"),
         ({"asr_window_seconds": 0}, "asr_window_seconds"),
         ({"asr_dtype": "float16"}, "asr_dtype"),
     ],
@@ -178,6 +179,20 @@ def test_missing_inputs_and_missing_decoder_states_are_reported():
 def test_config_rejects_invalid_options(options, message):
     with pytest.raises(ValueError, match=message):
         NserConfig(backbone_config=WhisperConfig(encoder_layers=2, decoder_layers=2).to_dict(), **options)
+
+
+@pytest.mark.parametrize("pool_before_fusion", [True, False])
+def test_feature_dropout_acts_in_training_only(pool_before_fusion):
+    model = tiny_model(use_decoder=False, classifier_dropout=0.0, feature_dropout=0.5, pool_before_fusion=pool_before_fusion,
+                       standardize_features=pool_before_fusion, pooling="mean_std" if pool_before_fusion else "mean")
+    features = random_features(20, batch=2)
+    model.eval()
+    torch.testing.assert_close(model(features).logits, model(features).logits)
+    model.train()
+    assert not torch.allclose(model(features).logits, model(features).logits)
+    without = tiny_model(use_decoder=False, classifier_dropout=0.0, pool_before_fusion=pool_before_fusion,
+                         standardize_features=pool_before_fusion, pooling="mean_std" if pool_before_fusion else "mean").train()
+    torch.testing.assert_close(without(features).logits, without(features).logits)  # the only randomness was it
 
 
 def test_unknown_asr_language_is_reported():
