@@ -614,9 +614,13 @@ def plan_table(specs, sizes, minutes, augment_copies):
     for spec in specs:
         n = sizes[spec.key]
         training = f"noise-augmented ({augment_copies} draws/clip)" if spec.train_with_noise else "clean"
+        if spec.train_with_noise and spec.options.get("model_arguments", {}).get("use_lora"):
+            training = "noise-augmented (a new draw every epoch)"
+        members = spec.options.get("ensemble_seeds")
+        seeds = f"ensemble of {' '.join(map(str, members))}" if members else " ".join(map(str, spec.seeds))
         lines.append(
             f"| ({spec.number}) {spec.key} | `{_relative(spec.dataset_dir)}` | {n['train']} | {n['validation']} | {n['test']} "
-            f"| {' '.join(f'{s:g}' for s in spec.snrs)} | {' '.join(map(str, spec.seeds))} | {training} | {minutes[spec.key]:.1f} |"
+            f"| {' '.join(f'{s:g}' for s in spec.snrs)} | {seeds} | {training} | {minutes[spec.key]:.1f} |"
         )
     return "\n".join(lines) + "\n"
 
