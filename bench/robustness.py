@@ -96,7 +96,7 @@ DEFAULT_HEAD = "use_decoder=false"
 # the library recipe plus weight decay, label smoothing and 20 epochs (the best epoch on validation is kept).
 DEFAULT_RECIPE = {"weight_decay": 0.05, "label_smoothing_factor": 0.1, "num_train_epochs": 20}
 # (N-L): the default head's recipe with LoRA on the encoder, for fewer epochs: every epoch runs the encoder forward
-# and backward (about 4 min per epoch for 540 CASIA clips on 2 CPU cores, against under a second from the cache).
+# and backward (about 80 s per epoch for 540 CASIA clips on 2 busy CPU cores, against about a second from the cache).
 LORA_RECIPE = {**DEFAULT_RECIPE, "num_train_epochs": 5}
 PROBE_INNER_FOLDS = 4  # speaker-grouped folds for the probe's C (fewer when there are fewer training speakers)
 
@@ -139,7 +139,7 @@ PRESETS = {
 COST_PER_CLIP_S = {"egemaps": 0.035, "real_length": 0.05, "real_length_stats": 0.05, "padded": 0.5, "decoder": 0.7}
 AUDIO_PREP_S = 0.01  # decoding, noise mixing and log-mel, per clip
 TRAIN_S_PER_EXAMPLE_EPOCH = 0.01  # nser head training from cached states (backward included; validation at a third)
-LORA_TRAIN_S_PER_CLIP = 0.4  # encoder forward and backward with LoRA (N-L), per training clip
+LORA_TRAIN_S_PER_CLIP = 0.15  # encoder forward and backward with LoRA (N-L), per training clip (CASIA, measured)
 INFERENCE_S_PER_CLIP = 0.003  # prediction from cached states
 RUN_OVERHEAD_S = 4.0  # per nser run: model load, backbone fingerprints; plus CHECKPOINT_S per epoch
 CHECKPOINT_S = 1.5  # saving a checkpoint (the frozen backbone is saved too, ~300 MB)
