@@ -787,7 +787,7 @@ def render_markdown(args, command, setup, specs_results, plan, figures, env, fol
     """The report; `folds`: (fold names, per-fold [(spec, results, sizes)]) when cross-validating."""
     snrs, noise_types = list(args.snrs), list(args.noise_types)
     if folds:
-        tested = "one" if not args.cv_folds else "a block of consecutive"
+        tested = f"one {args.cv_column}" if not args.cv_folds else f"a block of consecutive {args.cv_column} values"
         if args.cv_validation == "next_group":
             validation = "validates on the next (cyclically) and trains on the rest"
         elif args.validation_column:
@@ -796,8 +796,8 @@ def render_markdown(args, command, setup, specs_results, plan, figures, env, fol
         else:
             validation = (f"trains on every other {args.cv_column} and validates on a stratified "
                           f"{args.validation_fraction:.0%} of their clips per label")
-        splits = (f"cross-validation by `{args.cv_column}` over all its clips, {len(folds[0])} folds: each fold tests {tested} "
-                  f"{args.cv_column}, {validation}; a seed's metrics are the mean over folds, then mean ± std over seeds")
+        splits = (f"cross-validation by `{args.cv_column}` over all its clips, {len(folds[0])} folds: each fold tests {tested}, "
+                  f"{validation}; a seed's metrics are the mean over folds, then mean ± std over seeds")
     elif args.development:
         splits = ("development split: the prepared corpus's validation speakers are tested, its test split is not used, "
                   f"validation is a stratified {args.validation_fraction:.0%} of each training speaker's clips")
