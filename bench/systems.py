@@ -544,9 +544,8 @@ def sum_stages(stages_per_run):
 
 def run_nser(setup: Setup, spec: SystemSpec, seeds):
     """`run_experiment` once per seed in `<output_dir>/<key>/seed-<s>`, with `options["model_arguments"]` (e.g.
-    use_lora) as ModelArguments. With `options["ensemble_seeds"]`, the one
-    seed of the spec stands for an ensemble: a run per listed seed in `seed-<s>/member-<seed>`, scored on the
-    members' mean class probabilities."""
+    use_lora) as ModelArguments. With `options["ensemble_seeds"]`, the spec's one seed stands for an ensemble: a
+    run per listed seed in `seed-<s>/member-<seed>`, scored on the members' mean class probabilities."""
     results = {}
     for seed in seeds:
         run_dir = setup.output_dir / spec.key / f"seed-{seed}"
