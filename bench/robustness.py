@@ -60,7 +60,7 @@ from datasets import DatasetDict, load_from_disk
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bench.systems import SYSTEM_FUNCTIONS, SYNTHETIC_TRAIN_NOISE, Setup, SystemSpec, fingerprint, sum_stages
+from bench.systems import SYSTEM_FUNCTIONS, SYNTHETIC_TRAIN_NOISE, Setup, SystemSpec, fingerprint, mean_layer_weights, sum_stages
 from nser.arguments import DataArguments, NoiseArguments
 from nser.atomic import write_text_atomic
 from nser.data import VALIDATION_MODES, cross_validation_folds, stratified_validation
@@ -79,13 +79,14 @@ RESULT_FILE = "bench_result.json"
 RESULT_VERSION = 1  # bump when a system's computation changes, so old results are not reused
 
 ALL_SYSTEMS = ("egemaps", "egemaps_clean", "whisper_last", "probe", "probe_clean", "wfac", "nser_enc", "nser_encdec",
-               "nser_enc_clean", "nser_encdec_clean", "nser_default", "nser_default_clean", "nser_default_ensemble", "nser_default_lora", "probe_speaker_norm",
-               "nser_default_speaker_norm", "nser_default_encdec", "nser_default_encdec_prompt", "nser_default_encdec_clean")
+               "nser_enc_clean", "nser_encdec_clean", "nser_default", "nser_default_clean", "nser_default_ensemble",
+               "nser_default_lora", "probe_speaker_norm", "nser_default_speaker_norm", "nser_default_encdec",
+               "nser_default_encdec_prompt", "nser_default_encdec_clean")
 # Runs sharing a backbone share its feature cache: the first of them pays the extraction (reported as such).
-EXECUTION_ORDER = ("nser_default", "probe", "whisper_last", "nser_default_clean", "probe_clean", "nser_default_ensemble", "variant", "nser_default_lora",
-                   "probe_speaker_norm", "nser_default_speaker_norm", "nser_enc",
-                   "nser_enc_clean", "egemaps", "egemaps_clean", "control", "wfac", "nser_default_encdec", "nser_default_encdec_prompt",
-                   "nser_default_encdec_clean", "nser_encdec", "nser_encdec_clean")
+EXECUTION_ORDER = ("nser_default", "probe", "whisper_last", "nser_default_clean", "probe_clean", "nser_default_ensemble",
+                   "variant", "nser_default_lora", "probe_speaker_norm", "nser_default_speaker_norm", "nser_enc",
+                   "nser_enc_clean", "egemaps", "egemaps_clean", "control", "wfac", "nser_default_encdec",
+                   "nser_default_encdec_prompt", "nser_default_encdec_clean", "nser_encdec", "nser_encdec_clean")
 # The paper's frame-level layer adapter, system (4): fuse each frame's layers, then mean-pool.
 FRAME_ADAPTER = "use_decoder=false,pool_before_fusion=false,standardize_features=false,pooling=mean"
 # System (2): the last encoder layer's time mean (pooled first, which equals fusing then pooling for one layer).
@@ -475,7 +476,7 @@ def estimate_minutes(specs, sizes, noise_types, augment_copies, epochs):
         variants += [("test", spec.subset["test"], c, n["test"]) for c in ["clean"] + [f"{t}{s}" for t in noise_types for s in spec.snrs]]
         test_clips = n["test"] * (1 + len(noise_types) * len(spec.snrs))
         run_epochs = spec.training_overrides.get("num_train_epochs", epochs)
-        if spec.options.get("model_arguments", {}).get("use_lora"):  # nothing cached: every pass runs the encoder
+        if spec.model_arguments.get("use_lora"):  # nothing cached: every pass runs the encoder
             encode = COST_PER_CLIP_S["real_length"] + AUDIO_PREP_S
             per_epoch = n["train"] * (LORA_TRAIN_S_PER_CLIP + AUDIO_PREP_S) + n["validation"] * encode + CHECKPOINT_S
             per_seed = RUN_OVERHEAD_S + n["train"] * encode + run_epochs * per_epoch + test_clips * encode
@@ -545,10 +546,7 @@ def combine_folds(names, per_fold):
         results = []
         for seed in seeds:
             runs = [runs[seed] for runs in by_seed]
-            weights = None
-            if runs[0].get("layer_weights"):
-                weights = {group: np.mean([r["layer_weights"][group] for r in runs], axis=0).tolist() for group in runs[0]["layer_weights"]}
-            results.append({"seed": seed, "rows": mean_over_folds([r["rows"] for r in runs]), "layer_weights": weights,
+            results.append({"seed": seed, "rows": mean_over_folds([r["rows"] for r in runs]), "layer_weights": mean_layer_weights(runs),
                             "stages": sum_stages([r["stages"] for r in runs]), "wall_s": sum(r["wall_s"] for r in runs)})
         sizes = {split: "/".join(dict.fromkeys(str(sz[split]) for _, _, sz in entries)) for split in ("train", "validation")}
         sizes["test"] = sum(sz["test"] for _, _, sz in entries)
@@ -614,7 +612,7 @@ def plan_table(specs, sizes, minutes, augment_copies):
     for spec in specs:
         n = sizes[spec.key]
         training = f"noise-augmented ({augment_copies} draws/clip)" if spec.train_with_noise else "clean"
-        if spec.train_with_noise and spec.options.get("model_arguments", {}).get("use_lora"):
+        if spec.train_with_noise and spec.model_arguments.get("use_lora"):
             training = "noise-augmented (a new draw every epoch)"
         members = spec.options.get("ensemble_seeds")
         seeds = f"ensemble of {' '.join(map(str, members))}" if members else " ".join(map(str, spec.seeds))

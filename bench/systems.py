@@ -152,6 +152,11 @@ class SystemSpec:
     learned_layer_weights: bool = False
     note: str = ""
 
+    @property
+    def model_arguments(self) -> dict:
+        """ModelArguments values of an nser system (e.g. use_lora), from `options`."""
+        return self.options.get("model_arguments", {})
+
     def signature(self) -> dict:
         keys = ("kind", "dataset_dir", "subset", "snrs", "train_with_noise", "config_overrides", "training_overrides",
                 "speaker_normalization", "options")
@@ -492,7 +497,7 @@ def _train_nser(setup: Setup, spec: SystemSpec, seed, run_dir):
     each, the frozen backbone is saved too): the results and the learned layer weights are what the benchmark keeps.
     Returns (result, label names)."""
     model_args = ModelArguments(model_name_or_path=setup.model, config_overrides=spec.config_overrides,
-                                **spec.options.get("model_arguments", {}))
+                                **spec.model_arguments)
     data_args = DataArguments(dataset_name=spec.dataset_dir, feature_cache_dir=setup.feature_cache_dir,
                               speaker_normalization=spec.speaker_normalization)
     noise_args = setup.noise_arguments(spec.snrs, spec.train_with_noise)
@@ -522,12 +527,19 @@ def _train_nser(setup: Setup, spec: SystemSpec, seed, run_dir):
 def _ensemble(members, label_names, run_dirs):
     """One result from member runs: rows of their mean class probabilities, the members' layer weights averaged,
     their costs summed, each member's selection kept."""
-    weights = {group: np.mean([m["layer_weights"][group] for m in members], axis=0).tolist() for group in members[0]["layer_weights"]}
     return {
-        "rows": ensemble_rows([Path(d) / TEST_LOGITS_FILE for d in run_dirs], label_names), "layer_weights": weights,
+        "rows": ensemble_rows([Path(d) / TEST_LOGITS_FILE for d in run_dirs], label_names),
+        "layer_weights": mean_layer_weights(members),
         "stages": sum_stages([m["stages"] for m in members]), "wall_s": sum(m["wall_s"] for m in members),
         "selection": {"members": [m["selection"] for m in members], "member_rows": [m["rows"] for m in members]},
     }
+
+
+def mean_layer_weights(runs):
+    """Each group's layer weights averaged over runs (folds or ensemble members); None when the runs have none."""
+    if not runs[0].get("layer_weights"):
+        return None
+    return {group: np.mean([r["layer_weights"][group] for r in runs], axis=0).tolist() for group in runs[0]["layer_weights"]}
 
 
 def sum_stages(stages_per_run):

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from nser.atomic import write_bytes_atomic
 from nser.metrics import classification_metrics
@@ -46,12 +47,6 @@ def load_test_logits(path) -> list[dict]:
     return conditions
 
 
-def _softmax(logits):
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
-
-
 def ensemble_rows(paths: Sequence, label_names: Sequence[str]) -> list[dict]:
     """Result rows (the `nser.report` format) of the mean class probabilities of the runs saved at `paths`."""
     if not paths:
@@ -65,7 +60,7 @@ def ensemble_rows(paths: Sequence, label_names: Sequence[str]) -> list[dict]:
                 raise ValueError(f"{path}: its conditions differ from {paths[0]}'s; members must be runs on the same split")
             if not np.array_equal(member[index]["labels"], reference["labels"]):
                 raise ValueError(f"{path}: condition {reference['condition']} has other clips or another order than in {paths[0]}")
-            probabilities.append(_softmax(member[index]["logits"].astype(np.float64)))
+            probabilities.append(torch.from_numpy(member[index]["logits"]).double().softmax(dim=-1).numpy())
         predictions = np.mean(probabilities, axis=0).argmax(axis=-1)
         rows.append({"condition": reference["condition"], "noise_type": reference["noise_type"], "snr_db": reference["snr_db"],
                      "num_examples": len(predictions), **classification_metrics(reference["labels"], predictions, label_names)})
