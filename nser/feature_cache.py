@@ -31,12 +31,20 @@ HYPOTHESIS_KEYS = (
     "asr_language", "asr_task", "max_hypothesis_tokens", "hypothesis_tokens_per_second", "asr_generation_config",
     "asr_window_seconds", "asr_dtype",
 )
-# NserConfig values that change what the backbone hands to the trainable part (the fingerprint sorts them).
-EXTRACTION_KEYS = ("use_decoder", "decoder_input", "pad_to_30s", *HYPOTHESIS_KEYS)
 
 
-def backbone_fingerprint(model, keys=EXTRACTION_KEYS):
-    """Hash of the backbone weights and the config values `keys`: the cache key of the model side."""
+def extraction_keys(config):
+    """The NserConfig values that change what the backbone hands to the trainable part (the fingerprint sorts
+    them). The decoder's settings count only when the decoder runs, so changing them never recomputes the
+    states of an encoder-only model."""
+    decoder_keys = ("decoder_input", *HYPOTHESIS_KEYS) if config.use_decoder else ()
+    return ("use_decoder", "pad_to_30s", *decoder_keys)
+
+
+def backbone_fingerprint(model, keys=None):
+    """Hash of the backbone weights and the config values `keys` (default: `extraction_keys`): the cache key of
+    the model side."""
+    keys = extraction_keys(model.config) if keys is None else keys
     digest = hashlib.sha256()
     config = {key: getattr(model.config, key) for key in keys}
     config["backbone"] = model.config.backbone_config.to_dict()

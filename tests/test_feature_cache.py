@@ -56,6 +56,16 @@ def test_cache_is_reused_and_invalidated_by_backbone_or_audio_changes(tmp_path, 
     assert backbone_fingerprint(padded) != backbone_fingerprint(model)
 
 
+def test_decoder_settings_key_the_cache_only_when_the_decoder_runs():
+    encoder_only = tiny_model(use_decoder=False)
+    assert backbone_fingerprint(encoder_only) == backbone_fingerprint(
+        tiny_model(use_decoder=False, asr_window_seconds=10, asr_dtype="bfloat16", decoder_input="prompt"))
+    with_decoder = tiny_model(use_decoder=True)
+    assert backbone_fingerprint(with_decoder) != backbone_fingerprint(encoder_only)
+    for change in ({"asr_window_seconds": 10}, {"asr_dtype": "bfloat16"}, {"decoder_input": "prompt"}):
+        assert backbone_fingerprint(tiny_model(use_decoder=True, **change)) != backbone_fingerprint(with_decoder), change
+
+
 def test_float16_cache_stays_close_to_the_exact_states(tmp_path):
     model = tiny_model(use_decoder=False, **FRAME_LEVEL)
     ds = feature_dataset()
