@@ -5,18 +5,25 @@ encoder, Whisper's standard encoder on the clip padded to 30 s, transformers' `g
 on that output, then a second, teacher-forced decoder pass on prompt + hypothesis. The others are
 `WhisperForNoisyEmotionClassification.extract_layer_states` (one fused greedy pass that also returns the decoder
 states) with an ASR window (`asr_window_seconds`) and dtype (`asr_dtype`), written `WINDOW:DTYPE`, e.g. `30:float32`.
+`ct2:COMPUTE_TYPE` (e.g. `ct2:int8`) hands the 30 s window encoder and greedy decoding to CTranslate2, the engine of
+faster-whisper, on a conversion of the same checkpoint (the issue's candidate engine; needs `ctranslate2`).
 """
 
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+import numpy as np
 import torch
+from transformers.modeling_outputs import BaseModelOutput
 
 from configuration_nser import ASR_DTYPES
 from modeling_nser import NserLayerStates, WhisperForNoisyEmotionClassification
 
 BEFORE = "before"
+CT2 = "ct2"
 BEFORE_NAME = "before: generate + teacher-forced decoder, 30 s, float32"
 DEFAULT_PATHS = (BEFORE, "30:float32", "30:bfloat16", "15:bfloat16", "10:bfloat16")
 
@@ -64,17 +71,67 @@ class DecoderPath:
     extract: Callable
 
 
+class CTranslate2Path:
+    """Decoder-path states with the hypothesis from CTranslate2: its 30 s window encoder output is the memory that
+    both its greedy decoding and nser's decoder (teacher-forced on prompt + hypothesis) attend to. Decoding follows
+    `generate`'s greedy settings (checkpoint's suppressed tokens, blank and end-of-text suppressed at the start) and
+    each clip is cut at nser's length cap, so only the engine differs from the fused float32 path."""
+
+    def __init__(self, model, checkpoint, compute_type):
+        try:
+            import ctranslate2
+            from ctranslate2.converters import TransformersConverter
+        except ImportError as error:
+            raise ImportError(f"decoder path {CT2}:{compute_type} needs ctranslate2 (pip install -r bench/requirements.txt)") from error
+        self.model, self.ctranslate2 = model, ctranslate2
+        converted = tempfile.mkdtemp(prefix="nser-ct2-")
+        try:  # converted in float32, quantised (if asked) when loaded, as faster-whisper does
+            TransformersConverter(str(checkpoint)).convert(converted, force=True)
+            self.engine = ctranslate2.models.Whisper(converted, device="cpu", compute_type=compute_type,
+                                                     intra_threads=torch.get_num_threads())
+        finally:
+            shutil.rmtree(converted, ignore_errors=True)
+
+    @torch.no_grad()
+    def __call__(self, input_features, attention_mask=None):
+        model = self.model
+        features, frame_mask = model._frame_mask(input_features, attention_mask)
+        encoder_states, encoder_mask = model._encode_real_length(features, frame_mask)
+        padded = model._pad_with_floor(features, frame_mask, model.config.max_frames).contiguous().numpy()
+        encoded = self.engine.encode(self.ctranslate2.StorageView.from_array(padded), to_cpu=True)
+        memory = torch.as_tensor(np.asarray(encoded))
+        prompt = model._decoder_prompt(BaseModelOutput(last_hidden_state=memory), features.shape[0])
+        caps = model.hypothesis_caps(frame_mask)
+        results = self.engine.generate(encoded, prompt.tolist(), beam_size=1, max_length=prompt.shape[1] + int(caps.max()),
+                                       suppress_blank=True, suppress_tokens=[-1])
+        eos = model.backbone.generation_config.eos_token_id
+        hypotheses = [result.sequences_ids[0][: int(cap)] for result, cap in zip(results, caps)]
+        width = max(map(len, hypotheses))
+        tokens = torch.tensor([h + [eos] * (width - len(h)) for h in hypotheses], dtype=torch.long).view(len(hypotheses), width)
+        ids = torch.cat([prompt, tokens], dim=1)
+        mask = torch.cat([torch.ones_like(prompt, dtype=torch.bool), tokens != eos], dim=1)
+        decoder = model.backbone.model.decoder(input_ids=ids, encoder_hidden_states=memory, output_hidden_states=True,
+                                               use_cache=False)
+        return NserLayerStates(encoder_layer_states=encoder_states, encoder_layer_mask=encoder_mask,
+                               decoder_layer_states=torch.stack(decoder.hidden_states, dim=1), decoder_layer_mask=mask,
+                               hypothesis_ids=ids)
+
+
 def parse_path(spec):
-    """`before` or `WINDOW:DTYPE` -> (window seconds or None, dtype); a clear error for anything else."""
+    """`before` -> (None, "float32"); `WINDOW:DTYPE` -> (seconds, dtype); `ct2:COMPUTE_TYPE` -> ("ct2", compute
+    type); a clear error for anything else."""
     if spec == BEFORE:
         return None, "float32"
     window, _, dtype = spec.partition(":")
+    if window == CT2 and dtype:  # the compute type is checked by CTranslate2 when the model loads
+        return CT2, dtype
     try:
         seconds = float(window)
     except ValueError:
         seconds = -1.0
     if seconds <= 0 or dtype not in ASR_DTYPES:
-        raise ValueError(f"decoder path {spec!r} is not {BEFORE!r} or WINDOW:DTYPE (seconds > 0, dtype in {ASR_DTYPES})")
+        raise ValueError(f"decoder path {spec!r} is not {BEFORE!r}, WINDOW:DTYPE (seconds > 0, dtype in {ASR_DTYPES}) "
+                         f"or {CT2}:COMPUTE_TYPE (e.g. {CT2}:int8)")
     return seconds, dtype
 
 
@@ -83,12 +140,14 @@ def build_paths(checkpoint, language, specs=DEFAULT_PATHS, labels=("x",)):
     paths = []
     for spec in specs:
         seconds, dtype = parse_path(spec)
-        options = {} if seconds is None else {"asr_window_seconds": seconds, "asr_dtype": dtype}
+        options = {"asr_window_seconds": seconds, "asr_dtype": dtype} if isinstance(seconds, float) else {}
         model = WhisperForNoisyEmotionClassification.from_whisper(
             checkpoint, list(labels), use_decoder=True, asr_language=language, **options
         ).eval()
         if seconds is None:
             name, extract = BEFORE_NAME, partial(generate_then_teacher_force, model)
+        elif seconds == CT2:
+            name, extract = f"CTranslate2 greedy, 30 s window, {dtype}", CTranslate2Path(model, checkpoint, dtype)
         else:
             name, extract = f"fused greedy, {seconds:g} s window, {dtype}", model.extract_layer_states
         paths.append(DecoderPath(name, model, extract))

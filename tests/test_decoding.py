@@ -4,8 +4,9 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
-from bench.decoder_paths import generate_then_teacher_force, parse_path
+from bench.decoder_paths import build_paths, generate_then_teacher_force, parse_path
 from bench.hypothesis_quality import agreement, degenerate
+from bench.speed import DEFAULT_DATA, DEFAULT_MODEL, nser_inputs, speech_clips
 from test_modeling import padded_batch
 from tiny_models import SPECIAL, random_features, tiny_generation_config, tiny_model
 
@@ -76,12 +77,12 @@ def test_bfloat16_asr_path_returns_float32_states_close_to_float32():
 
 
 @pytest.mark.parametrize("spec, expected", [("before", (None, "float32")), ("10:bfloat16", (10.0, "bfloat16")),
-                                            ("30:float32", (30.0, "float32"))])
+                                            ("30:float32", (30.0, "float32")), ("ct2:int8", ("ct2", "int8"))])
 def test_decoder_path_specs_parse(spec, expected):
     assert parse_path(spec) == expected
 
 
-@pytest.mark.parametrize("spec", ["10", "0:float32", "ten:float32", "10:float16", "after"])
+@pytest.mark.parametrize("spec", ["10", "0:float32", "ten:float32", "10:float16", "after", "ct2:"])
 def test_bad_decoder_path_specs_name_the_spec(spec):
     with pytest.raises(ValueError, match=f"decoder path '{spec}'"):
         parse_path(spec)
@@ -93,3 +94,21 @@ def test_hypothesis_agreement_and_degeneracy_measures():
     assert (same, tokens) == ("50.0", "75.0")  # one identical; token agreement (1 + 1/2) / 2
     assert agreement(reference, None) == ("", "")
     assert degenerate([7, 7, 7, 7]) and not degenerate([7, 7, 7, 8])
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL.is_dir(), reason=f"real Whisper checkpoint absent: {DEFAULT_MODEL}")
+def test_ctranslate2_float32_path_decodes_like_the_fused_path():
+    """The engine is the only difference: on real speech, CTranslate2 in float32 gives the fused path's hypotheses
+    and, teacher-forced on them over its own window output, the same decoder states up to float error."""
+    pytest.importorskip("ctranslate2", reason="ctranslate2 not installed (bench/requirements.txt)")
+    fused, ct2 = build_paths(DEFAULT_MODEL, "zh", ["30:float32", "ct2:float32"])
+    assert ct2.name == "CTranslate2 greedy, 30 s window, float32"
+    waveforms = speech_clips(DEFAULT_DATA / "casia", 2.0, 3)
+    inputs = nser_inputs(fused.model.build_feature_extractor(), waveforms)
+    with torch.no_grad():
+        expected, got = fused.extract(**inputs), ct2.extract(**inputs)
+    assert torch.equal(got.hypothesis_ids[got.decoder_layer_mask], expected.hypothesis_ids[expected.decoder_layer_mask])
+    assert torch.equal(got.decoder_layer_mask, expected.decoder_layer_mask)
+    torch.testing.assert_close(got.encoder_layer_states, expected.encoder_layer_states)
+    real = expected.decoder_layer_mask[:, None, :, None]
+    torch.testing.assert_close(got.decoder_layer_states * real, expected.decoder_layer_states * real, atol=2e-2, rtol=1e-3)
