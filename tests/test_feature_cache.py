@@ -151,3 +151,15 @@ def test_hypotheses_are_decoded_once_per_asr_setting_and_shared_by_other_heads(t
     decodes.clear()
     cache_layer_states(ds, other_window, tmp_path)
     assert decodes and len(list(Path(tmp_path).glob("hypotheses-*.arrow"))) == 2
+
+
+def test_fingerprint_is_kept_per_backbone_until_a_weight_changes():
+    model = tiny_model(use_decoder=False)
+    first = backbone_fingerprint(model)
+    assert backbone_fingerprint(model) == first == backbone_fingerprint(tiny_model(use_decoder=False))  # same weights
+    with torch.no_grad():
+        model.backbone.model.encoder.layers[0].fc1.weight.add_(1.0)  # in place: same storage, new version
+    changed = backbone_fingerprint(model)
+    assert changed != first
+    model.backbone.model.encoder.layers[0].fc1.weight = torch.nn.Parameter(torch.zeros_like(model.backbone.model.encoder.layers[0].fc1.weight))
+    assert backbone_fingerprint(model) not in (first, changed)  # replaced: new storage
