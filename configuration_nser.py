@@ -56,6 +56,12 @@ class NserConfig(PretrainedConfig):
             Dropout on the fusion's input (each layer's standardised statistics, or frames), in training only: a
             regulariser for a head whose per-layer projections see thousands of numbers per clip from few speakers.
             Not in the paper.
+        num_heads (`int`, *optional*, defaults to 1):
+            Heads (fusion, embedding and classifier) on the one backbone and feature standardisation. With more than
+            one, the logits are the log of the heads' mean class probabilities (so the pipeline's softmax gives that
+            mean) and the training loss is the mean of each head's cross-entropy. `nser.ensemble.merge_models` builds
+            such a model from models trained apart with different seeds: the seed ensemble (Ne) of the benchmark in
+            one deployable model. Not in the paper.
         decoder_input (`str`, *optional*, defaults to `"hypothesis"`):
             What the decoder reads: `"hypothesis"` (the model's own greedy ASR hypothesis after the task prompt)
             or `"prompt"` (the task prompt only, no decoding). The paper's exact decoder input is not published.
@@ -103,6 +109,7 @@ class NserConfig(PretrainedConfig):
         embedding_dim=256,
         classifier_dropout=0.3,
         feature_dropout=0.0,
+        num_heads=1,
         decoder_input="hypothesis",
         asr_language=None,
         asr_task="transcribe",
@@ -133,6 +140,7 @@ class NserConfig(PretrainedConfig):
         self.embedding_dim = embedding_dim
         self.classifier_dropout = classifier_dropout
         self.feature_dropout = feature_dropout
+        self.num_heads = num_heads
         self.decoder_input = decoder_input
         self.asr_language = asr_language
         self.asr_task = asr_task
@@ -180,7 +188,7 @@ class NserConfig(PretrainedConfig):
             index = getattr(self, name)
             if not -count <= index < count:
                 raise ValueError(f"{name}={index} is out of range for {count} hidden states")
-        for name in ("adapter_dim", "embedding_dim", "max_hypothesis_tokens"):
+        for name in ("adapter_dim", "embedding_dim", "max_hypothesis_tokens", "num_heads"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.hypothesis_tokens_per_second <= 0:

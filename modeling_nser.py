@@ -54,9 +54,11 @@ class NserLayerStates(ModelOutput):
 
 @dataclass
 class NserClassifierOutput(SequenceClassifierOutput):
-    """`SequenceClassifierOutput` plus the decoder input used, so callers can show the ASR hypothesis."""
+    """`SequenceClassifierOutput` plus the decoder input used, so callers can show the ASR hypothesis, and, for
+    several heads (`num_heads` > 1), each head's logits, `(batch, heads, labels)`."""
 
     hypothesis_ids: torch.LongTensor | None = None
+    head_logits: torch.FloatTensor | None = None
 
 
 class SingleLayerFusion(nn.Module):
@@ -153,6 +155,14 @@ def masked_pool(states, mask, mode):
     return torch.cat([mean, variance.clamp(min=1e-6).sqrt()], dim=-1)
 
 
+def ensemble_logits(head_logits):
+    """(heads, B, labels) -> (B, labels): one head's logits as they are; several heads' log mean probability."""
+    if len(head_logits) == 1:
+        return head_logits[0]
+    probabilities = head_logits.float().softmax(dim=-1).mean(dim=0)
+    return probabilities.log().to(head_logits.dtype)
+
+
 def layer_statistics(states, mask):
     """(B, L, T, D) states and a (B, T) mask -> (B, L, 2, D): each layer's mean and std over real frames only."""
     batch, layers, frames, dim = states.shape
@@ -190,6 +200,45 @@ class LayerStandardizer(nn.Module):
         return (pooled - self.mean.to(pooled.dtype)) / self.std.to(pooled.dtype)
 
 
+def _fusion_input_dim(config):
+    """Width of what each fusion reads per layer: d_model, or 2 x d_model for pooled mean + std."""
+    pool_factor = 2 if config.pooling == "mean_std" else 1
+    return config.backbone_config.d_model * (pool_factor if config.pool_before_fusion else 1)
+
+
+class NserHead(nn.Module):
+    """One trainable head: per-group layer fusion, embedding module and classifier. The model holds the first
+    head's modules itself; ensembles (`num_heads` > 1) add more of these."""
+
+    def __init__(self, config):
+        super().__init__()
+        NserHead.build(self, config)
+
+    @staticmethod
+    def build(module, config):
+        """Give `module` a head's submodules: `encoder_fusion`, `decoder_fusion` (or None), `embedding`, `classifier`."""
+        hidden = _fusion_input_dim(config)
+        pool_factor = 2 if config.pooling == "mean_std" else 1
+        module.encoder_fusion = build_fusion(
+            config.encoder_fusion, config.num_encoder_states, hidden, config.encoder_layer_index, config
+        )
+        group_dims = [module.encoder_fusion.output_dim]
+        module.decoder_fusion = None
+        if config.use_decoder:
+            module.decoder_fusion = build_fusion(
+                config.decoder_fusion, config.num_decoder_states, hidden, config.decoder_layer_index, config
+            )
+            group_dims.append(module.decoder_fusion.output_dim)
+        # Pooling first hands each fusion one vector per layer (the mean, or mean and std, of its frames).
+        embedding_input = sum(group_dims) * (1 if config.pool_before_fusion else pool_factor)
+        module.embedding = nn.Sequential(
+            nn.Linear(embedding_input, config.embedding_dim),
+            nn.GELU(),
+            nn.Dropout(config.classifier_dropout),
+        )
+        module.classifier = nn.Linear(config.embedding_dim, config.num_labels)
+
+
 class NserPreTrainedModel(PreTrainedModel):
     config_class = NserConfig
     config: NserConfig
@@ -223,19 +272,7 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
         self.backbone = WhisperForConditionalGeneration(backbone_config)
         if config.asr_generation_config:
             self.backbone.generation_config = GenerationConfig.from_dict(config.asr_generation_config)
-        pool_factor = 2 if config.pooling == "mean_std" else 1
-        # Pooling first hands each fusion one vector per layer: the mean, or the mean and std, of its frames.
-        hidden = backbone_config.d_model * (pool_factor if config.pool_before_fusion else 1)
-        self.encoder_fusion = build_fusion(
-            config.encoder_fusion, config.num_encoder_states, hidden, config.encoder_layer_index, config
-        )
-        group_dims = [self.encoder_fusion.output_dim]
-        self.decoder_fusion = None
-        if config.use_decoder:
-            self.decoder_fusion = build_fusion(
-                config.decoder_fusion, config.num_decoder_states, hidden, config.decoder_layer_index, config
-            )
-            group_dims.append(self.decoder_fusion.output_dim)
+        hidden = _fusion_input_dim(config)
         self.standardizers = None
         if config.standardize_features:
             counts = {"encoder": config.num_encoder_states, "decoder": config.num_decoder_states}
@@ -243,13 +280,10 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
                 {group: LayerStandardizer(counts[group], hidden) for group in (["encoder", "decoder"] if config.use_decoder else ["encoder"])}
             )
         self.feature_dropout = nn.Dropout(config.feature_dropout)
-        embedding_input = sum(group_dims) * (1 if config.pool_before_fusion else pool_factor)
-        self.embedding = nn.Sequential(
-            nn.Linear(embedding_input, config.embedding_dim),
-            nn.GELU(),
-            nn.Dropout(config.classifier_dropout),
-        )
-        self.classifier = nn.Linear(config.embedding_dim, config.num_labels)
+        # The first head's modules sit on the model itself (the layout of every single-head checkpoint); the other
+        # heads of an ensemble (`num_heads` > 1) are `NserHead`s with the same attribute names.
+        NserHead.build(self, config)
+        self.extra_heads = nn.ModuleList([NserHead(config) for _ in range(config.num_heads - 1)]) if config.num_heads > 1 else None
         config.auto_map = {
             "AutoConfig": "configuration_nser.NserConfig",
             "AutoModel": "modeling_nser.WhisperForNoisyEmotionClassification",
@@ -311,9 +345,19 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
         standardizer.std.copy_(std.clamp(min=1e-4))
 
     def layer_weights(self):
-        """Learned (or fixed) weight of each layer per group, e.g. `{"encoder": tensor([...7 values])}`."""
-        fusions = {"encoder": self.encoder_fusion, "decoder": self.decoder_fusion}
-        return {group: fusion.layer_weights() for group, fusion in fusions.items() if fusion is not None}
+        """Learned (or fixed) weight of each layer per group, e.g. `{"encoder": tensor([...7 values])}` (the mean over
+        heads)."""
+        weights = {}
+        for group in ("encoder", "decoder"):
+            per_head = [getattr(head, f"{group}_fusion") for head in self.heads]
+            if per_head[0] is not None:  # an ensemble reports its heads' mean
+                weights[group] = torch.stack([fusion.layer_weights() for fusion in per_head]).mean(dim=0)
+        return weights
+
+    @property
+    def heads(self):
+        """Every head: the model itself (its first head's modules), then `extra_heads`."""
+        return [self, *(self.extra_heads or [])]
 
     # ----------------------------------------------------------------- backbone features
     def _frame_mask(self, input_features, attention_mask):
@@ -537,22 +581,38 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
         vectors = stats[:, :, 0] if self.config.pooling == "mean" else stats.flatten(2)
         return self.standardizers[group](vectors) if standardize and self.standardizers is not None else vectors
 
-    def _group_vector(self, group, fusion, states):
-        if self.config.pool_before_fusion:  # one "frame" per clip: (B, L, 1, P) -> (B, 1, C)
-            return fusion(self.feature_dropout(self.pooled_layer_vectors(group, states)).unsqueeze(2))[:, 0]
+    def _fusion_inputs(self, group, states):
+        """What `group`'s fusions read: standardised pooled layer vectors (B, L, 1, P), or frames (B, L, T, D)."""
+        if self.config.pool_before_fusion:  # one "frame" per clip
+            return self.feature_dropout(self.pooled_layer_vectors(group, states)).unsqueeze(2)
         frames = getattr(states, f"{group}_layer_states")
         if frames is None:
             raise ValueError(f"frame-level fusion (pool_before_fusion=False) needs {group}_layer_states, not statistics")
-        return masked_pool(fusion(self.feature_dropout(frames)), getattr(states, f"{group}_layer_mask"), self.config.pooling)
+        return self.feature_dropout(frames)
 
-    def classify_layer_states(self, states: NserLayerStates):
-        """Fusion, masked pooling, embedding and classifier on (possibly cached) layer states or statistics."""
-        pooled = [self._group_vector("encoder", self.encoder_fusion, states)]
-        if self.decoder_fusion is not None:
+    def head_logits(self, states: NserLayerStates):
+        """(heads, B, labels): every head's logits on (possibly cached) layer states or statistics."""
+        groups = ["encoder"]
+        if self.config.use_decoder:
             if states.decoder_layer_states is None and states.decoder_layer_stats is None:
                 raise ValueError("use_decoder=True but no decoder_layer_states (or decoder_layer_stats) were given")
-            pooled.append(self._group_vector("decoder", self.decoder_fusion, states))
-        return self.classifier(self.embedding(torch.cat(pooled, dim=-1)))
+            groups.append("decoder")
+        inputs, logits = {}, []
+        for head in self.heads:
+            pooled = []
+            for group in groups:
+                if group not in inputs:  # computed (with its dropout draw) once, where the first head needs it
+                    inputs[group] = self._fusion_inputs(group, states)
+                fused = getattr(head, f"{group}_fusion")(inputs[group])
+                pooled.append(fused[:, 0] if self.config.pool_before_fusion else masked_pool(
+                    fused, getattr(states, f"{group}_layer_mask"), self.config.pooling))
+            logits.append(head.classifier(head.embedding(torch.cat(pooled, dim=-1))))
+        return torch.stack(logits)
+
+    def classify_layer_states(self, states: NserLayerStates):
+        """Fusion, masked pooling, embedding and classifier on (possibly cached) layer states or statistics; with
+        several heads, the log of their mean class probabilities."""
+        return ensemble_logits(self.head_logits(states))
 
     def forward(
         self,
@@ -594,11 +654,14 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
             states = self.extract_layer_states(input_features, attention_mask, decoder_input_ids, decoder_attention_mask)
         else:
             raise ValueError("Pass input_features (log-mel) or encoder_layer_states (precomputed).")
-        logits = self.classify_layer_states(states)
+        per_head = self.head_logits(states)
+        logits = ensemble_logits(per_head)
         loss = None
-        if labels is not None:
-            loss = nn.functional.cross_entropy(logits.float(), labels.to(logits.device).long())
-        output = NserClassifierOutput(loss=loss, logits=logits, hypothesis_ids=states.hypothesis_ids)
+        if labels is not None:  # each head learns on its own: the mean of their losses, not the ensemble's
+            targets = labels.to(logits.device).long().repeat(len(per_head))
+            loss = nn.functional.cross_entropy(per_head.flatten(0, 1).float(), targets)
+        output = NserClassifierOutput(loss=loss, logits=logits, hypothesis_ids=states.hypothesis_ids,
+                                      head_logits=per_head.transpose(0, 1) if len(per_head) > 1 else None)
         if return_dict is False:
             return output.to_tuple()
         return output

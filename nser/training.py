@@ -17,19 +17,28 @@ logger = logging.getLogger(__name__)
 
 
 class NserTrainer(Trainer):
-    """`Trainer` with an optional class-weighted cross-entropy (inverse class frequency) for imbalanced corpora."""
+    """`Trainer` with an optional class-weighted cross-entropy (inverse class frequency) for imbalanced corpora, and
+    per-head losses for ensembles (`num_heads` > 1)."""
 
     def __init__(self, *args, class_weights=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.class_weights = class_weights
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.class_weights is None:
+        """Trainer's own loss for one head without class weights. Otherwise every head's cross-entropy (class-weighted
+        when asked, smoothed by `label_smoothing_factor`), averaged over heads: each head learns on its own, as a
+        member trained apart would, instead of the ensemble's output being fitted."""
+        if self.class_weights is None and self.model.config.num_heads == 1:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs.pop("labels")
         outputs = model(**inputs)
-        weights = self.class_weights.to(outputs.logits.device)
-        loss = torch.nn.functional.cross_entropy(outputs.logits.float(), labels, weight=weights)
+        per_head = outputs.logits[:, None] if outputs.head_logits is None else outputs.head_logits  # (B, heads, C)
+        weights = None if self.class_weights is None else self.class_weights.to(per_head.device)
+        loss = torch.stack([
+            torch.nn.functional.cross_entropy(per_head[:, k].float(), labels, weight=weights,
+                                              label_smoothing=self.args.label_smoothing_factor)
+            for k in range(per_head.shape[1])
+        ]).mean()
         return (loss, outputs) if return_outputs else loss
 
 
