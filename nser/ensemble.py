@@ -109,7 +109,8 @@ def merge_models(models: Sequence[WhisperForNoisyEmotionClassification], names: 
         differences = _differences(settings, _shared_settings(model.config))
         if differences:
             raise ValueError(f"{name}: config differs from {names[0]}'s in {differences}; only seeds may differ")
-        if any(not torch.equal(tensor, model.backbone.state_dict()[key]) for key, tensor in backbone.items()):
+        own = model.backbone.state_dict()
+        if any(not torch.equal(tensor, own[key]) for key, tensor in backbone.items()):
             raise ValueError(f"{name}: backbone weights differ from {names[0]}'s (LoRA or a fine-tuned backbone?); "
                              "heads can only share a frozen backbone")
         own = model.standardizers.state_dict() if model.standardizers is not None else {}
