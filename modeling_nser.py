@@ -159,7 +159,8 @@ def ensemble_logits(head_logits):
     """(heads, B, labels) -> (B, labels): one head's logits as they are; several heads' log mean probability."""
     if len(head_logits) == 1:
         return head_logits[0]
-    probabilities = head_logits.float().softmax(dim=-1).mean(dim=0)
+    precision = torch.promote_types(head_logits.dtype, torch.float32)  # float32 at least; float64 stays
+    probabilities = head_logits.to(precision).softmax(dim=-1).mean(dim=0)
     return probabilities.log().to(head_logits.dtype)
 
 
@@ -670,4 +671,4 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
 NserConfig.register_for_auto_class()
 WhisperForNoisyEmotionClassification.register_for_auto_class("AutoModelForAudioClassification")
 
-__all__ = ["NserLayerStates", "NserClassifierOutput", "WhisperForNoisyEmotionClassification", "layer_statistics"]
+__all__ = ["NserLayerStates", "NserClassifierOutput", "WhisperForNoisyEmotionClassification", "ensemble_logits", "layer_statistics"]

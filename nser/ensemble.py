@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from modeling_nser import WhisperForNoisyEmotionClassification
+from modeling_nser import WhisperForNoisyEmotionClassification, ensemble_logits
 from nser.atomic import write_bytes_atomic
 from nser.metrics import classification_metrics
 from nser.model_folder import finalize_model_folder
@@ -67,14 +67,14 @@ def ensemble_rows(paths: Sequence, label_names: Sequence[str]) -> list[dict]:
     members = [load_test_logits(path) for path in paths]
     rows = []
     for index, reference in enumerate(members[0]):
-        probabilities = []
+        logits = []
         for path, member in zip(paths, members):
             if len(member) != len(members[0]) or member[index]["condition"] != reference["condition"]:
                 raise ValueError(f"{path}: its conditions differ from {paths[0]}'s; members must be runs on the same split")
             if not np.array_equal(member[index]["labels"], reference["labels"]):
                 raise ValueError(f"{path}: condition {reference['condition']} has other clips or another order than in {paths[0]}")
-            probabilities.append(torch.from_numpy(member[index]["logits"]).double().softmax(dim=-1).numpy())
-        predictions = np.mean(probabilities, axis=0).argmax(axis=-1)
+            logits.append(torch.from_numpy(member[index]["logits"]).double())
+        predictions = ensemble_logits(torch.stack(logits)).argmax(dim=-1).numpy()  # the merged model's rule
         rows.append({"condition": reference["condition"], "noise_type": reference["noise_type"], "snr_db": reference["snr_db"],
                      "num_examples": len(predictions), **classification_metrics(reference["labels"], predictions, label_names)})
     return rows
