@@ -81,12 +81,16 @@ RESULT_VERSION = 1  # bump when a system's computation changes, so old results a
 ALL_SYSTEMS = ("egemaps", "egemaps_clean", "whisper_last", "probe", "probe_clean", "wfac", "nser_enc", "nser_encdec",
                "nser_enc_clean", "nser_encdec_clean", "nser_default", "nser_default_clean", "nser_default_ensemble",
                "nser_default_lora", "probe_speaker_norm", "nser_default_speaker_norm", "nser_default_encdec",
-               "nser_default_encdec_prompt", "nser_default_encdec_clean")
+               "nser_default_encdec_prompt", "nser_default_encdec_clean", "nser_default_speed", "probe_speed")
 # Runs sharing a backbone share its feature cache: the first of them pays the extraction (reported as such).
 EXECUTION_ORDER = ("nser_default", "probe", "whisper_last", "nser_default_clean", "probe_clean", "nser_default_ensemble",
-                   "variant", "nser_default_lora", "probe_speaker_norm", "nser_default_speaker_norm", "nser_enc",
+                   "variant", "nser_default_speed", "probe_speed", "nser_default_lora", "probe_speaker_norm",
+                   "nser_default_speaker_norm", "nser_enc",
                    "nser_enc_clean", "egemaps", "egemaps_clean", "control", "wfac", "nser_default_encdec",
                    "nser_default_encdec_prompt", "nser_default_encdec_clean", "nser_encdec", "nser_encdec_clean")
+# Speed perturbation of the noisy training draws (Kaldi's factors): more voices from few training speakers.
+SPEED_PERTURBATION = {"speed_factors": [0.9, 1.0, 1.1]}
+SPEED_NOTE = "each noisy training draw plays at speed 0.9, 1.0 or 1.1 (tempo and pitch); validation and test as recorded"
 # The paper's frame-level layer adapter, system (4): fuse each frame's layers, then mean-pool.
 FRAME_ADAPTER = "use_decoder=false,pool_before_fusion=false,standardize_features=false,pooling=mean"
 # System (2): the last encoder layer's time mean (pooled first, which equals fusing then pooling for one layer).
@@ -128,7 +132,8 @@ PRESETS = {
         "snrs": [10.0, 0.0], "augment_copies": 1, "padded_max_train_samples": 72,
         "padded_max_validation_samples": 36, "padded_max_test_samples": 36, "padded_snrs": [0.0],
         "decoder_max_train_samples": 72, "decoder_max_validation_samples": 36, "decoder_max_test_samples": 36,
-        "decoder_snrs": [0.0], "systems": [s for s in ALL_SYSTEMS if s != "nser_encdec_clean"],
+        "decoder_snrs": [0.0],
+        "systems": [s for s in ALL_SYSTEMS if s not in ("nser_encdec_clean", "nser_default_speed", "probe_speed")],
         "output_dir": "outputs/bench-budget",
     },
 }
@@ -408,6 +413,12 @@ def build_specs(args, data_root):
                                                 snrs, seeds, config_overrides=DEFAULT_HEAD, speaker_normalization=True,
                                                 training_overrides=DEFAULT_RECIPE,
                                                 learned_layer_weights=True, note="as (2p-s)"),
+        "nser_default_speed": lambda: SystemSpec("nser_default_speed", "N-sp", "(N) with speed perturbation",
+                                         "nser", data(main), main, snrs, seeds, config_overrides=DEFAULT_HEAD,
+                                         training_overrides=DEFAULT_RECIPE, noise_overrides=SPEED_PERTURBATION,
+                                         learned_layer_weights=True, note=SPEED_NOTE),
+        "probe_speed": lambda: SystemSpec("probe_speed", "2p-sp", "(2p) with speed perturbation", "probe", data(main),
+                                  main, snrs, seeds[:1], noise_overrides=SPEED_PERTURBATION, options=probe, note=SPEED_NOTE),
         "nser_default_encdec": lambda: SystemSpec("nser_default_encdec", "Nd", f"(N) + decoder layers (ASR hypothesis, {lang})",
                                           "nser", data(decoder), decoder, list(args.decoder_snrs or snrs), seeds,
                                           config_overrides=asr, training_overrides=DEFAULT_RECIPE, learned_layer_weights=True,

@@ -108,13 +108,14 @@ class Setup:
                 "noise_seed", "egemaps_c_grid", "train_noise_types")
         return {key: getattr(self, key) for key in keys}
 
-    def noise_arguments(self, snrs, train_with_noise=True) -> NoiseArguments:
+    def noise_arguments(self, snrs, train_with_noise=True, **overrides) -> NoiseArguments:
+        """`overrides`: a system's `noise_overrides` (NoiseArguments values, e.g. speed_factors)."""
         return NoiseArguments(
             noise_dir=self.noise_dir, train_noise_types=list(self.train_noise_types),
             test_noise_types=list(self.noise_types), test_snrs=[float(s) for s in snrs],
             train_snr_low=self.train_snr_low, train_snr_high=self.train_snr_high,
             clean_probability=self.clean_probability, augment_copies=self.augment_copies,
-            train_with_noise=train_with_noise, noise_seed=self.noise_seed,
+            train_with_noise=train_with_noise, noise_seed=self.noise_seed, **overrides,
         )
 
     def training_arguments(self, output_dir, seed, **overrides) -> TrainingArguments:
@@ -147,6 +148,7 @@ class SystemSpec:
     train_with_noise: bool = True
     config_overrides: str | None = None
     training_overrides: dict = field(default_factory=dict)  # TrainingArguments values (weight_decay, epochs, ...)
+    noise_overrides: dict = field(default_factory=dict)  # NoiseArguments values (speed_factors, ...)
     speaker_normalization: bool = False  # transductive: test speakers normalised with their own clips
     options: dict = field(default_factory=dict)  # kind-specific settings, e.g. the probe's C grid
     learned_layer_weights: bool = False
@@ -160,6 +162,8 @@ class SystemSpec:
     def signature(self) -> dict:
         keys = ("kind", "dataset_dir", "subset", "snrs", "train_with_noise", "config_overrides", "training_overrides",
                 "speaker_normalization", "options")
+        if self.noise_overrides:  # only when set: the finished runs of every other system stay reusable
+            keys += ("noise_overrides",)
         return {key: getattr(self, key) for key in keys}
 
 
@@ -500,7 +504,7 @@ def _train_nser(setup: Setup, spec: SystemSpec, seed, run_dir):
                                 **spec.model_arguments)
     data_args = DataArguments(dataset_name=spec.dataset_dir, feature_cache_dir=setup.feature_cache_dir,
                               speaker_normalization=spec.speaker_normalization)
-    noise_args = setup.noise_arguments(spec.snrs, spec.train_with_noise)
+    noise_args = setup.noise_arguments(spec.snrs, spec.train_with_noise, **spec.noise_overrides)
     training_args = setup.training_arguments(run_dir, seed, **spec.training_overrides)
     set_seed(seed)
     start = time.perf_counter()
@@ -609,7 +613,7 @@ def run_probe(setup: Setup, spec: SystemSpec, seeds):
                                   speaker_normalization=spec.speaker_normalization)
         training_args = setup.training_arguments(setup.output_dir / spec.key / f"seed-{seed}", seed)
         fold = Fold(view.splits, model, model.build_feature_extractor(), view.bank, data_args,
-                    setup.noise_arguments(spec.snrs, spec.train_with_noise), training_args, cache=True,
+                    setup.noise_arguments(spec.snrs, spec.train_with_noise, **spec.noise_overrides), training_args, cache=True,
                     stage=_stage_hook(meter, setup.feature_cache_dir))
         train, _ = fold.train_dataset()
         conditions = fold.test_conditions()

@@ -119,6 +119,11 @@ class NoiseArguments:
     )
     train_with_noise: bool = field(default=True, metadata={"help": "False trains on clean speech only (the clean-trained baseline)."})
     noise_seed: int = field(default=0, metadata={"help": "Seed of every noise draw (train and test)."})
+    speed_factors: list[float] | None = field(
+        default=None,
+        metadata={"help": "Speed perturbation of the noisy training draws, e.g. 0.9 1.0 1.1 (Kaldi's): each draw plays at "
+                          "a factor drawn from these before noise is added. Validation and test audio are never perturbed."},
+    )
 
 
 @dataclass

@@ -3,7 +3,8 @@
 Every random choice comes from a ``torch.Generator`` seeded by a hash of what identifies the draw, never
 from global state, so results do not depend on process count, worker order or what ran before:
 
-- training (:class:`NoiseAugmentation`): (seed, epoch, example) -> a new draw each epoch, reproducible;
+- training (:class:`NoiseAugmentation`): (seed, epoch, example) -> a new draw each epoch, reproducible (the
+  optional speed factor has a generator of its own, so turning it on leaves every noise draw as it was);
 - testing (:func:`make_noisy_testset`): (seed, example, noise type, SNR) -> the same bytes on every run.
 
 An example is identified by its ``id`` column when the dataset has one (stable under shuffling and
@@ -18,6 +19,7 @@ import math
 import struct
 
 import torch
+import torchaudio
 from datasets import Audio, Dataset, Value
 from transformers import TrainerCallback
 
@@ -88,10 +90,18 @@ class NoiseAugmentation:
     ``noise_type``, ``snr_db`` and ``noise_file`` are added (``"clean"``, NaN, ``""`` for clean examples).
     Silent speech is kept clean with a warning naming the example: no SNR exists for it.
 
+    ``speed_factors`` (e.g. Kaldi's ``(0.9, 1.0, 1.1)``) turns on speed perturbation: before any noise, each
+    draw plays at a factor drawn uniformly from them (tempo and pitch change together, a cheap stand-in for
+    other voices when a corpus has few speakers); a ``speed`` column records it. Off by default.
+
     Only train-split noise is accepted: pass ``bank.split("train")``. Call :meth:`set_epoch` at each
     epoch start (:class:`NoiseEpochCallback` does it for a ``Trainer``), otherwise every epoch hears the
     same noise.
     """
+
+    # Off unless given; then set on the instance, so the `datasets` fingerprints (hence the feature caches) of
+    # augmentation without speed perturbation are what they were before the option existed.
+    speed_factors: tuple[float, ...] = ()
 
     def __init__(
         self,
@@ -102,6 +112,7 @@ class NoiseAugmentation:
         seed: int = 0,
         audio_column: str = "audio",
         id_column: str = "id",
+        speed_factors=(),
     ):
         if bank.splits != ("train",):
             test_files = [entry.path for entry in bank.files if entry.split != "train"]
@@ -121,6 +132,8 @@ class NoiseAugmentation:
         self.audio_column = audio_column
         self.id_column = id_column
         self.epoch = 0
+        if speed_factors:
+            self.speed_factors = validate_speed_factors(speed_factors)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -128,14 +141,25 @@ class NoiseAugmentation:
     def __call__(self, batch: dict, indices=None) -> dict:
         single_thread_if_forked()
         keys = _example_keys(batch, indices, self.id_column)
-        draws = [self._augment(value, key) for value, key in zip(batch[self.audio_column], keys)]
+        speeds = [self._speed(key) for key in keys]
+        draws = [self._augment(value, key, speed) for value, key, speed in zip(batch[self.audio_column], keys, speeds)]
         audio, noise_type, snr_db, noise_file = map(list, zip(*draws)) if draws else ([], [], [], [])
         added = {"noise_type": noise_type, "snr_db": snr_db, "noise_file": noise_file}
+        if self.speed_factors:
+            added["speed"] = speeds
         return {**batch, self.audio_column: audio, **added}
 
-    def _augment(self, value, key) -> tuple[dict, str, float, str]:
+    def _speed(self, key) -> float:
+        if not self.speed_factors:
+            return 1.0
+        generator = _generator(self.seed, self.epoch, key, "speed")
+        return self.speed_factors[int(torch.randint(len(self.speed_factors), (1,), generator=generator))]
+
+    def _augment(self, value, key, speed) -> tuple[dict, str, float, str]:
         name = f"example {key}"
         speech = waveform_from_value(value, name)
+        if speed != 1.0:
+            speech = torchaudio.functional.speed(speech.unsqueeze(0), SAMPLING_RATE, speed)[0][0]
         generator = _generator(self.seed, self.epoch, key)
         if float(torch.rand(1, generator=generator)) < self.clean_probability:
             return _array_value(speech), CLEAN, math.nan, ""
@@ -149,6 +173,17 @@ class NoiseAugmentation:
             logger.warning("%s: speech is silent, so no SNR can be set; kept clean", name)
             return _array_value(speech), CLEAN, math.nan, ""
         return _array_value(noisy), category, snr_db, entry.path
+
+
+def validate_speed_factors(factors) -> tuple[float, ...]:
+    """Speed factors as floats, each in [0.5, 2]: outside that, speech is no longer a plausible voice."""
+    checked = []
+    for factor in factors:
+        value = float(factor)
+        if not 0.5 <= value <= 2.0:
+            raise ValueError(f"speed factors must be in [0.5, 2], got {factor!r} in {list(factors)}")
+        checked.append(value)
+    return tuple(checked)
 
 
 class NoiseEpochCallback(TrainerCallback):

@@ -85,16 +85,17 @@ class NoisyViews:
     baselines alike): training and validation noise from the bank's train files, test noise from its test files.
 
     `train()`: [(name, dataset, augmentation or None)], one fixed draw per `augment_copies` (clean once when
-    training without noise). `validation()`: one fixed draw of training-type noise (seed + 1), so model selection
-    never hears a test noise file. `test()`: [(condition, noise_type, snr_db or None, dataset)], clean first,
+    training without noise), speed-perturbed when `speed_factors` are given. `validation()`: one fixed draw of
+    training-type noise (seed + 1), never speed-perturbed, so model selection never hears a test noise file and
+    hears the voices as recorded. `test()`: [(condition, noise_type, snr_db or None, dataset)], clean first,
     then every noise type x SNR, the same bytes on every run."""
 
     def __init__(self, splits, bank, noise_args, audio_column="audio", num_proc=None):
         self.splits, self.bank, self.noise_args = splits, bank, noise_args
         self.audio_column, self.num_proc = audio_column, num_proc
 
-    def augmentation(self, seed_offset=0):
-        """The training noise (None when training on clean speech)."""
+    def augmentation(self, seed_offset=0, perturb_speed=True):
+        """The training noise (None when training on clean speech), with `speed_factors` when `perturb_speed`."""
         args = self.noise_args
         if not args.train_with_noise:
             return None
@@ -102,6 +103,7 @@ class NoisyViews:
             self.bank.split("train"), _noise_types(args.train_noise_types, self.bank, ("white", "pink")),
             snr_range=(args.train_snr_low, args.train_snr_high), clean_probability=args.clean_probability,
             seed=args.noise_seed + seed_offset, audio_column=self.audio_column,
+            speed_factors=(args.speed_factors or ()) if perturb_speed else (),
         )
 
     def train(self):
@@ -115,7 +117,7 @@ class NoisyViews:
         return views
 
     def validation(self):
-        augmentation = self.augmentation(seed_offset=1)
+        augmentation = self.augmentation(seed_offset=1, perturb_speed=False)
         return f"validation {'noisy' if augmentation else 'clean'}", self.splits["validation"], augmentation
 
     def test(self):

@@ -19,6 +19,7 @@ from pathlib import Path
 from datasets import Audio
 
 from nser.audio import decode_audio
+from nser.augment import validate_speed_factors
 from nser.noise import SILENCE_POWER, mean_power
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,13 @@ def check_noise_arguments(noise_args) -> list[str]:
         problems.append(f"--clean_probability must be in [0, 1]; got {noise_args.clean_probability}")
     if noise_args.augment_copies < 1:
         problems.append(f"--augment_copies must be at least 1; got {noise_args.augment_copies}")
+    if noise_args.speed_factors:
+        try:
+            validate_speed_factors(noise_args.speed_factors)
+        except ValueError as error:
+            problems.append(f"--speed_factors: {error}")
+        if not noise_args.train_with_noise:
+            problems.append("--speed_factors perturbs the noisy training draws: it needs --train_with_noise true")
     for name in ("test_noise_types", "train_noise_types"):
         types = list(getattr(noise_args, name) or [])
         if len(set(types)) != len(types):

@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torchaudio
 from conftest import tone
 from datasets import Audio, Dataset
 from transformers import TrainerState
@@ -117,6 +118,62 @@ def test_clean_probability_extremes(bank):
     assert all(np.array_equal(row["array"], clean_speech(ds, i).numpy()) for i, row in enumerate(clean["audio"]))
     noisy = ds.with_transform(NoiseAugmentation(bank.split("train"), CATEGORIES, clean_probability=0.0))[:]
     assert "clean" not in noisy["noise_type"]
+
+
+def _dominant_frequency(samples: np.ndarray, rate: int = 16000) -> float:
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[spectrum.argmax()])
+
+
+def test_speed_perturbation_changes_tempo_and_pitch_by_the_recorded_factor(bank):
+    ds = speech_dataset(12)
+    augmentation = NoiseAugmentation(bank.split("train"), CATEGORIES, clean_probability=1.0, speed_factors=(0.9, 1.0, 1.1))
+    batch = ds.with_transform(augmentation)[:]
+    assert set(batch["speed"]) == {0.9, 1.0, 1.1}  # every factor is drawn across 12 examples
+    for index, (row, speed) in enumerate(zip(batch["audio"], batch["speed"])):
+        original = clean_speech(ds, index).numpy()
+        assert abs(len(row["array"]) - len(original) / speed) <= 1  # slower (speed < 1) is longer
+        if speed == 1.0:
+            assert np.array_equal(row["array"], original)
+        else:
+            pitch, original_pitch = _dominant_frequency(row["array"]), _dominant_frequency(original)
+            assert pitch == pytest.approx(original_pitch * speed, rel=0.02)
+
+
+def test_speed_perturbation_leaves_every_noise_draw_as_it_was(bank):
+    ds = speech_dataset(8)
+    plain = ds.with_transform(NoiseAugmentation(bank.split("train"), CATEGORIES, clean_probability=0.3))[:]
+    perturbed = NoiseAugmentation(bank.split("train"), CATEGORIES, clean_probability=0.3, speed_factors=(0.9, 1.1))
+    again = ds.with_transform(perturbed)[:]
+    for column in ("noise_type", "noise_file"):
+        assert again[column] == plain[column]
+    np.testing.assert_array_equal(again["snr_db"], plain["snr_db"])
+    assert again["speed"] == ds.with_transform(perturbed)[:]["speed"]  # reproducible
+    assert "speed" not in plain  # off by default: the columns (and datasets fingerprints) are as before
+    noisy = [i for i, kind in enumerate(again["noise_type"]) if kind != "clean"]
+    assert noisy
+    for index in noisy:  # the SNR is set against the perturbed speech
+        speech = torchaudio.functional.speed(clean_speech(ds, index)[None], 16000, again["speed"][index])[0][0]
+        mixture = torch.from_numpy(again["audio"][index]["array"])
+        assert abs(measured_snr_db(speech, mixture) - again["snr_db"][index]) < 1e-3
+
+
+@pytest.mark.parametrize("factors", [(0.9, 3.0), (0.0,), ("fast",)])
+def test_speed_factors_out_of_range_are_refused(bank, factors):
+    with pytest.raises(ValueError, match="speed factors must be in \\[0.5, 2\\]|could not convert"):
+        NoiseAugmentation(bank.split("train"), CATEGORIES, speed_factors=factors)
+
+
+def test_only_training_draws_are_speed_perturbed(bank):
+    from nser.arguments import NoiseArguments
+    from nser.experiment import NoisyViews
+
+    ds = speech_dataset(4)
+    arguments = NoiseArguments(train_noise_types=["babble"], speed_factors=[0.9, 1.1], augment_copies=2)
+    views = NoisyViews({"train": ds, "validation": ds}, bank, arguments)
+    for name, _, augmentation in views.train():
+        assert augmentation.speed_factors == (0.9, 1.1), name
+    assert views.validation()[2].speed_factors == ()
 
 
 def test_training_only_ever_uses_train_files(bank):

@@ -399,24 +399,26 @@ def test_preflight_lists_every_problem_before_any_model_is_loaded(run_assets, mo
     output_file.write_text("a file, not a folder")
     arguments = run_arguments(
         run_assets, run_assets["bad"], output_file, "--test_noise_types", "whitee", "hum", "--train_noise_types", "hiss", "pink",
-        "--test_snrs", "nan", "5", "--train_snr_low", "10", "--train_snr_high", "0", noise="bad_noise",
+        "--test_snrs", "nan", "5", "--train_snr_low", "10", "--train_snr_high", "0", "--speed_factors", "0.9", "3",
+        noise="bad_noise",
     )
     with pytest.raises(PreflightError) as error:
         run_nser.main(arguments)
     clips, noise = run_assets["root"] / "clips", run_assets["bad_noise"]
     problems = error.value.problems
-    assert problems[:4] == [
+    assert problems[:5] == [
         f"--output_dir {output_file}: {output_file} is a file, not a folder",
         "--test_snrs must be finite numbers of dB; got [nan]",
         "--train_snr_low 10.0 is above --train_snr_high 0.0",
+        "--speed_factors: speed factors must be in [0.5, 2], got 3.0 in [0.9, 3.0]",
         "--test_noise_types ['whitee'] not found in the noise bank's test split; available: ['hiss', 'hum', 'pink', 'white']",
     ]
-    assert problems[4].startswith(f"noise {(noise / 'hum' / 'hum1.wav')}: not decodable audio (")
-    assert problems[5] == (f"train row 12: {(clips / 'silent.wav').resolve()}: silent (mean power 0): no SNR can be set "
+    assert problems[5].startswith(f"noise {(noise / 'hum' / 'hum1.wav')}: not decodable audio (")
+    assert problems[6] == (f"train row 12: {(clips / 'silent.wav').resolve()}: silent (mean power 0): no SNR can be set "
                            "against it; remove the clip")
-    assert problems[6].startswith(f"train row 13: {(clips / 'text.wav').resolve()}: cannot decode audio (")
-    assert problems[7].startswith(f"train row 14: {(clips / 'empty.wav').resolve()}: cannot decode audio (")
-    assert str(error.value).startswith("8 problem(s) found before training; nothing was trained:\n  - --output_dir")
+    assert problems[7].startswith(f"train row 13: {(clips / 'text.wav').resolve()}: cannot decode audio (")
+    assert problems[8].startswith(f"train row 14: {(clips / 'empty.wav').resolve()}: cannot decode audio (")
+    assert str(error.value).startswith("9 problem(s) found before training; nothing was trained:\n  - --output_dir")
 
 
 def test_preflight_passes_a_good_run(run_assets, caplog):
@@ -429,3 +431,11 @@ def test_preflight_passes_a_good_run(run_assets, caplog):
     with caplog.at_level(logging.INFO, logger="nser.preflight"):
         preflight(data_args, noise_args, training_args)
     assert "pre-flight checks passed" in caplog.text
+
+
+def test_speed_perturbation_without_training_noise_is_refused():
+    from nser.arguments import NoiseArguments
+    from nser.preflight import check_noise_arguments
+
+    problems = check_noise_arguments(NoiseArguments(train_with_noise=False, speed_factors=[0.9, 1.1]))
+    assert problems == ["--speed_factors perturbs the noisy training draws: it needs --train_with_noise true"]

@@ -412,3 +412,19 @@ def test_lora_system_trains_the_encoder_on_noise_drawn_every_epoch_without_the_c
     assert all(math.isfinite(row["macro_f1_mean"]) for row in system["aggregated"])
     assert not list((tmp_path / "cache").glob("layer-*.arrow"))
     assert not list(tmp_path.glob("*/seed-*/checkpoint-*"))
+
+
+def test_speed_perturbed_systems_train_on_new_draws_and_share_them(tiny_assets, tmp_path):
+    argv = tiny_arguments(tiny_assets, tmp_path)
+    argv = argv[:argv.index("--seeds")] + ["--seeds", "0"] + argv[argv.index("--epochs"):argv.index("--systems")]
+    payload = robustness.main(argv + ["--systems", "nser_default", "nser_default_speed", "probe_speed"])
+    plain, speed, probe = payload["systems"]
+    assert speed["spec"]["noise_overrides"] == probe["spec"]["noise_overrides"] == {"speed_factors": [0.9, 1.0, 1.1]}
+    # only a system with noise overrides has them in its reuse signature: the other finished runs stay reusable
+    assert "noise_overrides" in systems.SystemSpec(**speed["spec"]).signature()
+    assert "noise_overrides" not in systems.SystemSpec(**plain["spec"]).signature()
+    # the perturbed training copies are new states; validation (never perturbed) and test audio come from the cache
+    reused = speed["cost"]["clips_reused"]
+    assert speed["cost"]["clips_computed"] == speed["sizes"]["train"] and reused == plain["cost"]["clips_computed"] - speed["sizes"]["train"]
+    assert probe["cost"]["clips_computed"] == 0  # the probe reads the perturbed copies (N-sp) wrote
+    assert all(math.isfinite(row["macro_f1_mean"]) for system in (speed, probe) for row in system["aggregated"])
