@@ -111,7 +111,7 @@ FULL = {
     "max_train_samples": None, "max_validation_samples": None, "max_test_samples": None,
     "padded_max_train_samples": None, "padded_max_validation_samples": None, "padded_max_test_samples": 60,
     "padded_snrs": None, "decoder_max_train_samples": None, "decoder_max_validation_samples": None,
-    "decoder_max_test_samples": 60, "decoder_snrs": None, "augment_copies": 2, "systems": list(ALL_SYSTEMS),
+    "decoder_max_test_samples": 60, "decoder_snrs": None, "frame_snrs": None, "augment_copies": 2, "systems": list(ALL_SYSTEMS),
     "egemaps_c_grid": [0.001, 0.01, 0.1, 1.0, 10.0], "probe_c_grid": [0.00001, 0.0001, 0.001, 0.01, 0.1],
     "output_dir": "outputs/bench",
 }
@@ -192,6 +192,8 @@ def parse_args(argv):
                                 help=f"fixed stratified subset of {split} for {what} (0 = all)")
     parser.add_argument("--padded_snrs", type=float, nargs="+", help="SNRs for (3) (default: --snrs)")
     parser.add_argument("--decoder_snrs", type=float, nargs="+", help="SNRs for (5)/(6b) (default: --snrs)")
+    parser.add_argument("--frame_snrs", type=float, nargs="+", help="SNRs for (4)/(6), whose cache holds every frame "
+                        "of every layer, about 0.6 MB per CASIA clip and condition (default: --snrs)")
     parser.add_argument("--decoder_config", default="", help="extra NserConfig overrides of the decoder systems, e.g. "
                         "'asr_window_seconds=10,asr_dtype=bfloat16' (see bench/hypothesis_quality.py)")
     parser.add_argument("--subset_seed", type=int, default=0, help="seed of the stratified subsets (not a training seed)")
@@ -375,13 +377,15 @@ def build_specs(args, data_root):
                            data(padded), padded, list(args.padded_snrs or snrs), seeds, learned_layer_weights=True,
                            note="frozen encoder; mean over all 1500 positions, padding included"),
         "nser_enc": lambda: SystemSpec("nser_enc", "4", "nser frame-level encoder layer adapter (the paper's)", "nser", data(main),
-                               main, snrs, seeds, config_overrides=FRAME_ADAPTER, learned_layer_weights=True),
+                               main, list(args.frame_snrs or snrs), seeds, config_overrides=FRAME_ADAPTER,
+                               learned_layer_weights=True),
         "nser_encdec": lambda: SystemSpec("nser_encdec", "5", f"nser encoder + decoder layer adapters (ASR hypothesis, {lang})", "nser",
                                   data(decoder), decoder, list(args.decoder_snrs or snrs), seeds,
                                   config_overrides=decoder_overrides, learned_layer_weights=True,
                                   note="greedy hypothesis from the padded encoder window, capped by duration"),
-        "nser_enc_clean": lambda: SystemSpec("nser_enc_clean", "6", "(4) clean-trained", "nser", data(main), main, snrs, seeds,
-                                     train_with_noise=False, config_overrides=FRAME_ADAPTER, learned_layer_weights=True),
+        "nser_enc_clean": lambda: SystemSpec("nser_enc_clean", "6", "(4) clean-trained", "nser", data(main), main,
+                                     list(args.frame_snrs or snrs), seeds, train_with_noise=False,
+                                     config_overrides=FRAME_ADAPTER, learned_layer_weights=True),
         "nser_encdec_clean": lambda: SystemSpec("nser_encdec_clean", "6b", "(5) clean-trained", "nser", data(decoder), decoder,
                                         list(args.decoder_snrs or snrs), seeds, train_with_noise=False,
                                         config_overrides=decoder_overrides, learned_layer_weights=True),

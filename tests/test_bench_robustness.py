@@ -212,7 +212,7 @@ def tiny_arguments(assets, output_dir, *extra):
             "--noise_types", "hum", "white", "--snrs", "10", "0", "--seeds", "0", "1", "--epochs", "2",
             "--augment_copies", "1", "--padded_max_test_samples", "6", "--decoder_max_train_samples", "8",
             "--decoder_max_validation_samples", "4", "--decoder_max_test_samples", "4", "--decoder_snrs", "0",
-            "--systems", *chosen, *extra]
+            "--frame_snrs", "0", "--systems", *chosen, *extra]
 
 
 def summary_rows(markdown):
@@ -238,6 +238,11 @@ def test_every_system_runs_end_to_end_on_a_tiny_whisper_and_reuses_finished_runs
             assert cell == "–" or re.fullmatch(r"\d+\.\d ± \d+\.\d", cell), cells
     decoder = next(cells for name, cells in summary.items() if name.startswith("(5)"))
     assert decoder[0] == "4" and decoder[3] == "–" and decoder[4] != "–"  # test clips; no 10 dB; 0 dB present
+    for number in ("(4)", "(6)"):  # the frame-level systems at --frame_snrs only
+        frame = next(cells for name, cells in summary.items() if name.startswith(number))
+        assert frame[3] == "–" and frame[4] != "–"
+    control = next(cells for name, cells in summary.items() if name.startswith("(4*)"))
+    assert control[3] != "–"  # a matched control keeps the main SNRs
     for system in payload["systems"]:
         conditions = {row["condition"] for row in system["aggregated"]}
         snrs = system["spec"]["snrs"]
