@@ -193,7 +193,7 @@ def parse_args(argv):
     parser.add_argument("--padded_snrs", type=float, nargs="+", help="SNRs for (3) (default: --snrs)")
     parser.add_argument("--decoder_snrs", type=float, nargs="+", help="SNRs for (5)/(6b) (default: --snrs)")
     parser.add_argument("--frame_snrs", type=float, nargs="+", help="SNRs for (4)/(6), whose cache holds every frame "
-                        "of every layer, about 0.6 MB per CASIA clip and condition (default: --snrs)")
+                        "of every layer, about 0.7 MB per CASIA clip and condition (default: --snrs)")
     parser.add_argument("--decoder_config", default="", help="extra NserConfig overrides of the decoder systems, e.g. "
                         "'asr_window_seconds=10,asr_dtype=bfloat16' (see bench/hypothesis_quality.py)")
     parser.add_argument("--subset_seed", type=int, default=0, help="seed of the stratified subsets (not a training seed)")
