@@ -355,6 +355,7 @@ def build_specs(args, data_root):
         return folder[key]
 
     seeds, snrs = list(args.seeds), list(args.snrs)
+    decoder_snrs, frame_snrs = list(args.decoder_snrs or snrs), list(args.frame_snrs or snrs)
     lang = args.language
     asr = ",".join(filter(None, [f"use_decoder=true,asr_language={lang}", args.decoder_config]))
     decoder_overrides = f"{FRAME_ADAPTER},{asr}"
@@ -377,17 +378,17 @@ def build_specs(args, data_root):
                            data(padded), padded, list(args.padded_snrs or snrs), seeds, learned_layer_weights=True,
                            note="frozen encoder; mean over all 1500 positions, padding included"),
         "nser_enc": lambda: SystemSpec("nser_enc", "4", "nser frame-level encoder layer adapter (the paper's)", "nser", data(main),
-                               main, list(args.frame_snrs or snrs), seeds, config_overrides=FRAME_ADAPTER,
+                               main, frame_snrs, seeds, config_overrides=FRAME_ADAPTER,
                                learned_layer_weights=True),
         "nser_encdec": lambda: SystemSpec("nser_encdec", "5", f"nser encoder + decoder layer adapters (ASR hypothesis, {lang})", "nser",
-                                  data(decoder), decoder, list(args.decoder_snrs or snrs), seeds,
+                                  data(decoder), decoder, decoder_snrs, seeds,
                                   config_overrides=decoder_overrides, learned_layer_weights=True,
                                   note="greedy hypothesis from the padded encoder window, capped by duration"),
         "nser_enc_clean": lambda: SystemSpec("nser_enc_clean", "6", "(4) clean-trained", "nser", data(main), main,
-                                     list(args.frame_snrs or snrs), seeds, train_with_noise=False,
+                                     frame_snrs, seeds, train_with_noise=False,
                                      config_overrides=FRAME_ADAPTER, learned_layer_weights=True),
         "nser_encdec_clean": lambda: SystemSpec("nser_encdec_clean", "6b", "(5) clean-trained", "nser", data(decoder), decoder,
-                                        list(args.decoder_snrs or snrs), seeds, train_with_noise=False,
+                                        decoder_snrs, seeds, train_with_noise=False,
                                         config_overrides=decoder_overrides, learned_layer_weights=True),
         "nser_default": lambda: SystemSpec("nser_default", "N", "nser default: pooled-statistics layer adapter, standardised",
                                    "nser", data(main), main, snrs, seeds, config_overrides=DEFAULT_HEAD, learned_layer_weights=True,
@@ -424,17 +425,17 @@ def build_specs(args, data_root):
         "probe_speed": lambda: SystemSpec("probe_speed", "2p-sp", "(2p) with speed perturbation", "probe", data(main),
                                   main, snrs, seeds[:1], noise_overrides=SPEED_PERTURBATION, options=probe, note=SPEED_NOTE),
         "nser_default_encdec": lambda: SystemSpec("nser_default_encdec", "Nd", f"(N) + decoder layers (ASR hypothesis, {lang})",
-                                          "nser", data(decoder), decoder, list(args.decoder_snrs or snrs), seeds,
+                                          "nser", data(decoder), decoder, decoder_snrs, seeds,
                                           config_overrides=asr, training_overrides=DEFAULT_RECIPE, learned_layer_weights=True,
                                           note="NserConfig defaults with use_decoder=true: each decoder layer's mean + std over "
                                                "prompt + hypothesis tokens, standardised, its own layer adapter"),
         "nser_default_encdec_prompt": lambda: SystemSpec("nser_default_encdec_prompt", "Nd-p", "(Nd), decoder on the task prompt only",
-                                                 "nser", data(decoder), decoder, list(args.decoder_snrs or snrs), seeds,
+                                                 "nser", data(decoder), decoder, decoder_snrs, seeds,
                                                  config_overrides=f"{asr},decoder_input=prompt", training_overrides=DEFAULT_RECIPE,
                                                  learned_layer_weights=True,
                                                  note="ablation: the decoder hears the audio (cross-attention) but reads no words"),
         "nser_default_encdec_clean": lambda: SystemSpec("nser_default_encdec_clean", "Ndc", "(Nd) clean-trained", "nser",
-                                                data(decoder), decoder, list(args.decoder_snrs or snrs), seeds,
+                                                data(decoder), decoder, decoder_snrs, seeds,
                                                 train_with_noise=False, config_overrides=asr, training_overrides=DEFAULT_RECIPE,
                                                 learned_layer_weights=True),
     }

@@ -92,6 +92,11 @@ def _differences(first: dict, other: dict) -> list[str]:
     return sorted(key for key in set(first) | set(other) if first.get(key) != other.get(key))
 
 
+def _same_tensors(reference: dict, other: dict) -> bool:
+    """Every tensor of state dict `reference` is equal in `other`."""
+    return all(torch.equal(tensor, other[key]) for key, tensor in reference.items())
+
+
 def merge_models(models: Sequence[WhisperForNoisyEmotionClassification], names: Sequence[str] | None = None):
     """One model holding every head of `models`, on the first one's backbone and feature statistics.
 
@@ -109,12 +114,10 @@ def merge_models(models: Sequence[WhisperForNoisyEmotionClassification], names: 
         differences = _differences(settings, _shared_settings(model.config))
         if differences:
             raise ValueError(f"{name}: config differs from {names[0]}'s in {differences}; only seeds may differ")
-        own = model.backbone.state_dict()
-        if any(not torch.equal(tensor, own[key]) for key, tensor in backbone.items()):
+        if not _same_tensors(backbone, model.backbone.state_dict()):
             raise ValueError(f"{name}: backbone weights differ from {names[0]}'s (LoRA or a fine-tuned backbone?); "
                              "heads can only share a frozen backbone")
-        own = model.standardizers.state_dict() if model.standardizers is not None else {}
-        if any(not torch.equal(tensor, own[key]) for key, tensor in standardizers.items()):
+        if not _same_tensors(standardizers, model.standardizers.state_dict() if model.standardizers is not None else {}):
             raise ValueError(f"{name}: feature statistics differ from {names[0]}'s: trained on other data")
     heads = [head for model in models for head in model.heads]
     config = copy.deepcopy(first.config)
