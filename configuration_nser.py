@@ -56,6 +56,10 @@ class NserConfig(PretrainedConfig):
             Dropout on the fusion's input (each layer's standardised statistics, or frames), in training only: a
             regulariser for a head whose per-layer projections see thousands of numbers per clip from few speakers.
             Not in the paper.
+        linear_readout (`bool`, *optional*, defaults to `False`):
+            Add a linear map from the (standardised) pooled layer vectors straight to the logits, beside the layer
+            adapter and embedding module: the linear probe's model inside the head, trained with it. Needs
+            `pool_before_fusion=True`. Not in the paper.
         num_heads (`int`, *optional*, defaults to 1):
             Heads (fusion, embedding and classifier) on the one backbone and feature standardisation. With more than
             one, the logits are the log of the heads' mean class probabilities (so the pipeline's softmax gives that
@@ -109,6 +113,7 @@ class NserConfig(PretrainedConfig):
         embedding_dim=256,
         classifier_dropout=0.3,
         feature_dropout=0.0,
+        linear_readout=False,
         num_heads=1,
         decoder_input="hypothesis",
         asr_language=None,
@@ -140,6 +145,7 @@ class NserConfig(PretrainedConfig):
         self.embedding_dim = embedding_dim
         self.classifier_dropout = classifier_dropout
         self.feature_dropout = feature_dropout
+        self.linear_readout = linear_readout
         self.num_heads = num_heads
         self.decoder_input = decoder_input
         self.asr_language = asr_language
@@ -182,6 +188,8 @@ class NserConfig(PretrainedConfig):
             raise ValueError(f"pooling={self.pooling!r} is not one of {POOLING_MODES}")
         if self.standardize_features and not self.pool_before_fusion:
             raise ValueError("standardize_features=True standardises pooled layer vectors: it needs pool_before_fusion=True")
+        if self.linear_readout and not self.pool_before_fusion:
+            raise ValueError("linear_readout=True reads pooled layer vectors: it needs pool_before_fusion=True")
         if self.decoder_input not in DECODER_INPUTS:
             raise ValueError(f"decoder_input={self.decoder_input!r} is not one of {DECODER_INPUTS}")
         for name, count in (("encoder_layer_index", self.num_encoder_states), ("decoder_layer_index", self.num_decoder_states)):

@@ -217,7 +217,8 @@ class NserHead(nn.Module):
 
     @staticmethod
     def build(module, config):
-        """Give `module` a head's submodules: `encoder_fusion`, `decoder_fusion` (or None), `embedding`, `classifier`."""
+        """Give `module` a head's submodules: `encoder_fusion`, `decoder_fusion` (or None), `embedding`, `classifier`,
+        `linear_readout` (or None)."""
         hidden = _fusion_input_dim(config)
         pool_factor = 2 if config.pooling == "mean_std" else 1
         module.encoder_fusion = build_fusion(
@@ -238,6 +239,9 @@ class NserHead(nn.Module):
             nn.Dropout(config.classifier_dropout),
         )
         module.classifier = nn.Linear(config.embedding_dim, config.num_labels)
+        # The linear probe's model (logistic regression on every standardised layer vector) beside the adapter.
+        readout_layers = config.num_encoder_states + (config.num_decoder_states if config.use_decoder else 0)
+        module.linear_readout = nn.Linear(readout_layers * hidden, config.num_labels) if config.linear_readout else None
 
 
 class NserPreTrainedModel(PreTrainedModel):
@@ -607,7 +611,10 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
                 fused = getattr(head, f"{group}_fusion")(inputs[group])
                 pooled.append(fused[:, 0] if self.config.pool_before_fusion else masked_pool(
                     fused, getattr(states, f"{group}_layer_mask"), self.config.pooling))
-            logits.append(head.classifier(head.embedding(torch.cat(pooled, dim=-1))))
+            head_logits = head.classifier(head.embedding(torch.cat(pooled, dim=-1)))
+            if head.linear_readout is not None:
+                head_logits = head_logits + head.linear_readout(torch.cat([inputs[group].flatten(1) for group in groups], dim=-1))
+            logits.append(head_logits)
         return torch.stack(logits)
 
     def classify_layer_states(self, states: NserLayerStates):

@@ -80,7 +80,7 @@ def ensemble_rows(paths: Sequence, label_names: Sequence[str]) -> list[dict]:
     return rows
 
 
-HEAD_MODULES = ("encoder_fusion", "decoder_fusion", "embedding", "classifier")
+HEAD_MODULES = ("encoder_fusion", "decoder_fusion", "embedding", "classifier", "linear_readout")
 
 
 def _shared_settings(config) -> dict:

@@ -83,8 +83,9 @@ def mean_probabilities(models, features):
         return torch.stack([m(input_features=features).logits.softmax(-1) for m in models]).mean(0)
 
 
-def test_merged_model_scores_the_members_mean_probabilities():
-    models = members()
+@pytest.mark.parametrize("linear_readout", [False, True])
+def test_merged_model_scores_the_members_mean_probabilities(linear_readout):
+    models = members(linear_readout=linear_readout)
     merged = merge_models(models)
     assert merged.config.num_heads == 3 and len(merged.heads) == 3
     features = random_features(40, seed=3, batch=4)

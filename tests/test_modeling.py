@@ -174,6 +174,7 @@ def test_missing_inputs_and_missing_decoder_states_are_reported():
         ({"feature_dropout": -0.1}, "feature_dropout"),
         ({"asr_window_seconds": 0}, "asr_window_seconds"),
         ({"asr_dtype": "float16"}, "asr_dtype"),
+        ({"linear_readout": True, "pool_before_fusion": False, "standardize_features": False}, "linear_readout"),
     ],
 )
 def test_config_rejects_invalid_options(options, message):
@@ -276,3 +277,29 @@ def test_standardisation_without_pooling_first_is_rejected():
     model = tiny_model(pool_before_fusion=False, standardize_features=False, use_decoder=False)
     with pytest.raises(ValueError, match="needs encoder_layer_states, not statistics"):
         model(encoder_layer_stats=torch.zeros(1, 3, 2, 16))
+
+
+@pytest.mark.parametrize("use_decoder", [False, True])
+def test_linear_readout_adds_a_logistic_regression_on_every_standardised_layer_vector(use_decoder, tmp_path):
+    """With the adapter path silenced, the logits are exactly a linear map of all groups' standardised vectors."""
+    model = tiny_model(use_decoder=use_decoder, linear_readout=True, num_heads=2)
+    layers = 3 + (3 if use_decoder else 0)
+    assert model.linear_readout.in_features == layers * 2 * 16 and model.extra_heads[0].linear_readout is not None
+    stats = NserLayerStates(encoder_layer_stats=torch.randn(2, 3, 2, 16),
+                            decoder_layer_stats=torch.randn(2, 3, 2, 16) if use_decoder else None)
+    with torch.no_grad():
+        for head in model.heads:
+            head.classifier.weight.zero_()
+            head.classifier.bias.zero_()
+        groups = ["encoder", "decoder"] if use_decoder else ["encoder"]
+        vectors = torch.cat([model.pooled_layer_vectors(group, stats).flatten(1) for group in groups], dim=-1)
+        per_head = torch.stack([head.linear_readout(vectors) for head in model.heads])
+        torch.testing.assert_close(model.head_logits(stats), per_head)
+    model.train()
+    model.head_logits(stats).sum().backward()
+    assert model.linear_readout.weight.grad.abs().sum() > 0
+    model.save_pretrained(tmp_path)
+    loaded = WhisperForNoisyEmotionClassification.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.head_logits(stats), model.eval().head_logits(stats))
+    assert tiny_model(use_decoder=use_decoder).linear_readout is None  # off by default
