@@ -611,10 +611,10 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
                 fused = getattr(head, f"{group}_fusion")(inputs[group])
                 pooled.append(fused[:, 0] if self.config.pool_before_fusion else masked_pool(
                     fused, getattr(states, f"{group}_layer_mask"), self.config.pooling))
-            head_logits = head.classifier(head.embedding(torch.cat(pooled, dim=-1)))
+            scores = head.classifier(head.embedding(torch.cat(pooled, dim=-1)))
             if head.linear_readout is not None:
-                head_logits = head_logits + head.linear_readout(torch.cat([inputs[group].flatten(1) for group in groups], dim=-1))
-            logits.append(head_logits)
+                scores = scores + head.linear_readout(torch.cat([inputs[group].flatten(1) for group in groups], dim=-1))
+            logits.append(scores)
         return torch.stack(logits)
 
     def classify_layer_states(self, states: NserLayerStates):
