@@ -186,10 +186,9 @@ class NserConfig(PretrainedConfig):
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {FUSION_MODES}")
         if self.pooling not in POOLING_MODES:
             raise ValueError(f"pooling={self.pooling!r} is not one of {POOLING_MODES}")
-        if self.standardize_features and not self.pool_before_fusion:
-            raise ValueError("standardize_features=True standardises pooled layer vectors: it needs pool_before_fusion=True")
-        if self.linear_readout and not self.pool_before_fusion:
-            raise ValueError("linear_readout=True reads pooled layer vectors: it needs pool_before_fusion=True")
+        for name in ("standardize_features", "linear_readout"):
+            if getattr(self, name) and not self.pool_before_fusion:
+                raise ValueError(f"{name}=True reads pooled layer vectors: it needs pool_before_fusion=True")
         if self.decoder_input not in DECODER_INPUTS:
             raise ValueError(f"decoder_input={self.decoder_input!r} is not one of {DECODER_INPUTS}")
         for name, count in (("encoder_layer_index", self.num_encoder_states), ("decoder_layer_index", self.num_decoder_states)):
