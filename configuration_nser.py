@@ -84,7 +84,14 @@ class NserConfig(PretrainedConfig):
             and the decoder states: see `bench/hypothesis_quality.py`. Clips longer than the window use 30 s.
         asr_dtype (`str`, *optional*, defaults to `"float32"`):
             Autocast dtype of that window encoder pass: `"float32"` or `"bfloat16"` (fast on CPUs with AMX or
-            AVX512-BF16 and on GPUs, slow elsewhere). Decoding always runs in float32.
+            AVX512-BF16 and on GPUs, slow elsewhere). Decoding runs in float32 unless `asr_cast_weights`.
+        asr_cast_weights (`bool`, *optional*, defaults to `False`):
+            With `asr_dtype="bfloat16"`, run the whole ASR pass (window encoder, language detection, greedy decoding
+            and the decoder states it returns) on a copy of the Whisper weights cast to bfloat16 instead of
+            autocasting the window encoder alone: about twice as fast again on CPUs with AMX, for a copy of the
+            backbone in memory (built on first use, rebuilt when the weights change) and decoder states computed
+            in bfloat16 (returned as float32). Only where no gradient flows through the backbone (frozen feature
+            extraction, caching, inference); a trained backbone takes the autocast path.
         asr_generation_config (`dict`, *optional*):
             Whisper's generation config (language and task token ids) copied from the checkpoint, needed to decode.
         pad_to_30s (`bool`, *optional*, defaults to `False`):
@@ -122,6 +129,7 @@ class NserConfig(PretrainedConfig):
         hypothesis_tokens_per_second=8.0,
         asr_window_seconds=30.0,
         asr_dtype="float32",
+        asr_cast_weights=False,
         asr_generation_config=None,
         pad_to_30s=False,
         freeze_backbone=True,
@@ -154,6 +162,7 @@ class NserConfig(PretrainedConfig):
         self.hypothesis_tokens_per_second = hypothesis_tokens_per_second
         self.asr_window_seconds = asr_window_seconds
         self.asr_dtype = asr_dtype
+        self.asr_cast_weights = asr_cast_weights
         self.asr_generation_config = asr_generation_config
         self.pad_to_30s = pad_to_30s
         self.freeze_backbone = freeze_backbone

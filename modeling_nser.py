@@ -8,6 +8,7 @@ with the padding masked out, combined by an embedding module and classified.
 This file travels to the Hub as remote code: it imports only torch, transformers and configuration_nser.
 """
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -297,6 +298,7 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
         self.post_init()
         if config.freeze_backbone:
             self.freeze_backbone()
+        self._asr_copy = {}  # `asr_cast_weights`: the cast backbone and the identity of the weights it was cast from
 
     # ----------------------------------------------------------------- construction and saving
     @classmethod
@@ -413,12 +415,13 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
         padded[:, :, : features.shape[2]] = torch.where(keep, features, padded[:, :, : features.shape[2]])
         return padded
 
-    def _encode_real_length(self, features, frame_mask, all_layers=True):
+    def _encode_real_length(self, features, frame_mask, all_layers=True, whisper=None):
         """Whisper's encoder on the real length: convolutions, positional embeddings sliced to the frame count,
         the layers with padded frames masked as keys, the final layer norm. On a full 30 s input this is the
         standard encoder; padding is zeroed before each convolution so a clip's states do not depend on the batch.
-        Returns (B, L, T, D) states, or only the last layer's (L = 1) without `all_layers`."""
-        encoder = self.backbone.model.encoder
+        Returns (B, L, T, D) states, or only the last layer's (L = 1) without `all_layers`. `whisper`: the
+        Whisper model whose encoder runs (default: the backbone)."""
+        encoder = (whisper or self.backbone).model.encoder
         keep = frame_mask[:, None, :].to(features.dtype)
         hidden = nn.functional.gelu(encoder.conv1(features * keep)) * keep
         hidden = nn.functional.gelu(encoder.conv2(hidden)).permute(0, 2, 1)  # (B, T, D), T = ceil(frames / 2)
@@ -433,11 +436,12 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
         states.append(encoder.layer_norm(hidden))
         return torch.stack(states, dim=1), token_mask
 
-    def _decoder_prompt(self, encoder_outputs, batch):
-        """`<|startoftranscript|><|lang|><|task|><|notimestamps|>` per clip; the language is detected when unset."""
+    def _decoder_prompt(self, encoder_outputs, batch, whisper=None):
+        """`<|startoftranscript|><|lang|><|task|><|notimestamps|>` per clip; the language is detected (by `whisper`,
+        default the backbone) when unset."""
         generation = self.backbone.generation_config
         if self.config.asr_language is None:
-            languages = self.backbone.detect_language(encoder_outputs=encoder_outputs).view(-1)
+            languages = (whisper or self.backbone).detect_language(encoder_outputs=encoder_outputs).view(-1)
         else:
             token = f"<|{self.config.asr_language}|>"
             if token not in generation.lang_to_id:
@@ -456,26 +460,27 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
         caps = (seconds * self.config.hypothesis_tokens_per_second).ceil().long()
         return caps.clamp(min=1, max=self.config.max_hypothesis_tokens)
 
-    def _suppressed_logits(self, hidden, first_step):
+    def _suppressed_logits(self, hidden, first_step, whisper):
         """Next-token logits with the checkpoint's suppressed tokens (and, on the first step, its begin-suppressed
         tokens) masked, as `WhisperForConditionalGeneration.generate` does for greedy decoding without timestamps."""
         generation = self.backbone.generation_config
-        logits = self.backbone.proj_out(hidden).float()
+        logits = whisper.proj_out(hidden).float()
         suppressed = list(generation.suppress_tokens or []) + list((generation.begin_suppress_tokens or []) if first_step else [])
         if suppressed:
             logits[:, suppressed] = float("-inf")
         return logits
 
-    def _greedy_decode(self, memory, prompt, caps):
+    def _greedy_decode(self, memory, prompt, caps, whisper):
         """Greedy ASR hypothesis and every decoder layer's states in one incremental pass (key/value cache).
 
         Each step feeds one token and returns its states, which equal those of a teacher-forced run on the finished
         hypothesis (the decoder is causal), so the decoder is not run twice. Per clip the hypothesis stops at
         end-of-text or at its cap; the step after the last kept token only collects that token's states.
-        Returns the decoder input (prompt + hypothesis, end-of-text after a clip's end), its mask and the states."""
+        Returns the decoder input (prompt + hypothesis, end-of-text after a clip's end), its mask and the states.
+        `whisper` is the Whisper model that decodes: the backbone or its `asr_cast_weights` copy."""
         eos = self.backbone.generation_config.eos_token_id
         batch = prompt.shape[0]
-        decoder = self.backbone.model.decoder
+        decoder = whisper.model.decoder
         cache, step_input, states, tokens = None, prompt, [], []
         running = torch.ones(batch, dtype=torch.bool, device=prompt.device)
         for step in range(int(caps.max()) + 1):
@@ -486,7 +491,7 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
             running &= step < caps
             if not running.any():
                 break
-            token = self._suppressed_logits(outputs.last_hidden_state[:, -1], first_step=step == 0).argmax(dim=-1)
+            token = self._suppressed_logits(outputs.last_hidden_state[:, -1], step == 0, whisper).argmax(dim=-1)
             running &= token != eos
             tokens.append(torch.where(running, token, torch.full_like(token, eos)))
             step_input = tokens[-1][:, None]
@@ -496,40 +501,54 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
         ids = torch.cat([prompt, hypothesis], dim=1)[:, :length]
         return ids, mask[:, :length], torch.cat(states, dim=2)[:, :, :length]
 
-    def _asr_memory(self, features, frame_mask):
+    def _asr_whisper(self, needs_grad):
+        """The Whisper model of the ASR pass: the backbone, or with `asr_cast_weights` (and no gradient through the
+        backbone) a copy cast to `asr_dtype`, kept until a backbone tensor is replaced or changed in place."""
+        dtype = getattr(torch, self.config.asr_dtype)
+        if not self.config.asr_cast_weights or dtype == self.backbone.dtype or needs_grad:
+            return self.backbone
+        identity = tuple((p.data_ptr(), p._version) for p in self.backbone.parameters())
+        if self._asr_copy.get("identity") != identity:
+            self._asr_copy.clear()  # free a stale copy before casting a new one
+            self._asr_copy.update(identity=identity, whisper=copy.deepcopy(self.backbone).to(dtype))
+        return self._asr_copy["whisper"]
+
+    def _asr_memory(self, features, frame_mask, whisper):
         """The encoder output the decoder attends to: each clip padded with its log-mel floor to a window of
-        `asr_window_seconds` (clips longer than it: Whisper's standard 30 s), encoded in `asr_dtype` (autocast:
-        the window encoder is the decoder path's heavy part; decoding stays in float32, where casting the weights
-        at every step would cost more than it saves)."""
+        `asr_window_seconds` (clips longer than it: Whisper's standard 30 s), encoded by `whisper` in its dtype or,
+        on the backbone, under autocast to `asr_dtype` (the window encoder is the decoder path's heavy part;
+        decoding then stays in float32, where casting the weights at every step would cost more than it saves)."""
         window = self.config.asr_window_frames
         frames = window if features.shape[2] <= window else self.config.max_frames
-        padded = self._pad_with_floor(features, frame_mask, frames)
+        padded = self._pad_with_floor(features, frame_mask, frames).to(whisper.dtype)
         dtype = getattr(torch, self.config.asr_dtype)
-        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != whisper.dtype):
             full = torch.ones(padded.shape[0], frames, dtype=torch.bool, device=padded.device)
-            memory, _ = self._encode_real_length(padded, full, all_layers=False)
-        return memory[:, -1].to(self.dtype)
+            memory, _ = self._encode_real_length(padded, full, all_layers=False, whisper=whisper)
+        return memory[:, -1].to(whisper.dtype)
 
     def _decoder_states(self, features, frame_mask, decoder_input_ids, decoder_attention_mask, needs_grad):
-        """Decoder input, mask and every decoder layer's states for clips that share one ASR window."""
-        memory = self._asr_memory(features, frame_mask)
+        """Decoder input, mask and every decoder layer's states (in the model's dtype) for clips that share one ASR
+        window."""
+        whisper = self._asr_whisper(needs_grad)
+        memory = self._asr_memory(features, frame_mask, whisper)
         if decoder_input_ids is None:
-            prompt = self._decoder_prompt(BaseModelOutput(last_hidden_state=memory), features.shape[0])
+            prompt = self._decoder_prompt(BaseModelOutput(last_hidden_state=memory), features.shape[0], whisper)
             if self.config.decoder_input == "prompt":
                 decoder_input_ids = prompt
             else:
                 with torch.no_grad():
                     decoder_input_ids, decoder_attention_mask, states = self._greedy_decode(
-                        memory, prompt, self.hypothesis_caps(frame_mask)
+                        memory, prompt, self.hypothesis_caps(frame_mask), whisper
                     )
                 if not needs_grad:  # the decoding pass already gave every state
-                    return decoder_input_ids, decoder_attention_mask, states
+                    return decoder_input_ids, decoder_attention_mask, states.to(self.dtype)
         if decoder_attention_mask is None:
             decoder_attention_mask = torch.ones_like(decoder_input_ids, dtype=torch.bool)
-        outputs = self.backbone.model.decoder(
+        outputs = whisper.model.decoder(
             input_ids=decoder_input_ids, encoder_hidden_states=memory, output_hidden_states=True, use_cache=False
         )
-        return decoder_input_ids, decoder_attention_mask.bool(), torch.stack(outputs.hidden_states, dim=1)
+        return decoder_input_ids, decoder_attention_mask.bool(), torch.stack(outputs.hidden_states, dim=1).to(self.dtype)
 
     def extract_layer_states(self, input_features, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None):
         """Run the backbone and return every layer's hidden states with their masks (`NserLayerStates`).

@@ -4,7 +4,8 @@
 encoder, Whisper's standard encoder on the clip padded to 30 s, transformers' `generate` (greedy, capped per clip)
 on that output, then a second, teacher-forced decoder pass on prompt + hypothesis. The others are
 `WhisperForNoisyEmotionClassification.extract_layer_states` (one fused greedy pass that also returns the decoder
-states) with an ASR window (`asr_window_seconds`) and dtype (`asr_dtype`), written `WINDOW:DTYPE`, e.g. `30:float32`.
+states) with an ASR window (`asr_window_seconds`) and dtype (`asr_dtype`), written `WINDOW:DTYPE`, e.g. `30:float32`,
+or `WINDOW:DTYPE:cast` for the whole ASR pass on a copy of the weights in that dtype (`asr_cast_weights`).
 `ct2:COMPUTE_TYPE` (e.g. `ct2:int8`) hands the 30 s window encoder and greedy decoding to CTranslate2, the engine of
 faster-whisper, on a conversion of the same checkpoint (the issue's candidate engine; needs `ctranslate2`).
 """
@@ -25,7 +26,8 @@ from modeling_nser import NserLayerStates, WhisperForNoisyEmotionClassification
 BEFORE = "before"
 CT2 = "ct2"
 BEFORE_NAME = "before: generate + teacher-forced decoder, 30 s, float32"
-DEFAULT_PATHS = (BEFORE, "30:float32", "30:bfloat16", "15:bfloat16", "10:bfloat16")
+CAST = "cast"
+DEFAULT_PATHS = (BEFORE, "30:float32", "30:bfloat16", "30:bfloat16:cast", "10:bfloat16")
 
 
 @torch.no_grad()
@@ -118,29 +120,30 @@ class CTranslate2Path:
 
 
 def parse_path(spec):
-    """`before` -> (None, "float32"); `WINDOW:DTYPE` -> (seconds, dtype); `ct2:COMPUTE_TYPE` -> ("ct2", compute
-    type); a clear error for anything else."""
+    """`before` -> (None, "float32", False); `WINDOW:DTYPE[:cast]` -> (seconds, dtype, cast); `ct2:COMPUTE_TYPE` ->
+    ("ct2", compute type, False); a clear error for anything else."""
     if spec == BEFORE:
-        return None, "float32"
+        return None, "float32", False
     window, _, dtype = spec.partition(":")
     if window == CT2 and dtype:  # the compute type is checked by CTranslate2 when the model loads
-        return CT2, dtype
+        return CT2, dtype, False
+    dtype, _, cast = dtype.partition(":")
     try:
         seconds = float(window)
     except ValueError:
         seconds = -1.0
-    if seconds <= 0 or dtype not in ASR_DTYPES:
-        raise ValueError(f"decoder path {spec!r} is not {BEFORE!r}, WINDOW:DTYPE (seconds > 0, dtype in {ASR_DTYPES}) "
-                         f"or {CT2}:COMPUTE_TYPE (e.g. {CT2}:int8)")
-    return seconds, dtype
+    if seconds <= 0 or dtype not in ASR_DTYPES or cast not in ("", CAST) or (cast and dtype == "float32"):
+        raise ValueError(f"decoder path {spec!r} is not {BEFORE!r}, WINDOW:DTYPE[:{CAST}] (seconds > 0, dtype in "
+                         f"{ASR_DTYPES}, {CAST} only with a dtype other than float32) or {CT2}:COMPUTE_TYPE (e.g. {CT2}:int8)")
+    return seconds, dtype, bool(cast)
 
 
 def build_paths(checkpoint, language, specs=DEFAULT_PATHS, labels=("x",)):
     """One `DecoderPath` per spec, each on its own float32 copy of `checkpoint` (use_decoder, `language`)."""
     paths = []
     for spec in specs:
-        seconds, dtype = parse_path(spec)
-        options = {"asr_window_seconds": seconds, "asr_dtype": dtype} if isinstance(seconds, float) else {}
+        seconds, dtype, cast = parse_path(spec)
+        options = {"asr_window_seconds": seconds, "asr_dtype": dtype, "asr_cast_weights": cast} if isinstance(seconds, float) else {}
         model = WhisperForNoisyEmotionClassification.from_whisper(
             checkpoint, list(labels), use_decoder=True, asr_language=language, **options
         ).eval()
@@ -149,6 +152,7 @@ def build_paths(checkpoint, language, specs=DEFAULT_PATHS, labels=("x",)):
         elif seconds == CT2:
             name, extract = f"CTranslate2 greedy, 30 s window, {dtype}", CTranslate2Path(model, checkpoint, dtype)
         else:
-            name, extract = f"fused greedy, {seconds:g} s window, {dtype}", model.extract_layer_states
+            weights = f", weights cast to {dtype}" if cast else ""
+            name, extract = f"fused greedy, {seconds:g} s window, {dtype}{weights}", model.extract_layer_states
         paths.append(DecoderPath(name, model, extract))
     return paths

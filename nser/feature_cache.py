@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 # NserConfig values that change the ASR hypothesis: systems that differ only elsewhere share one decoding.
 HYPOTHESIS_KEYS = (
     "asr_language", "asr_task", "max_hypothesis_tokens", "hypothesis_tokens_per_second", "asr_generation_config",
-    "asr_window_seconds", "asr_dtype",
+    "asr_window_seconds", "asr_dtype", "asr_cast_weights",
 )
 
 

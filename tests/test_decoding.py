@@ -76,13 +76,44 @@ def test_bfloat16_asr_path_returns_float32_states_close_to_float32():
     torch.testing.assert_close(fast.decoder_layer_states, exact.decoder_layer_states, atol=0.1, rtol=0.05)
 
 
-@pytest.mark.parametrize("spec, expected", [("before", (None, "float32")), ("10:bfloat16", (10.0, "bfloat16")),
-                                            ("30:float32", (30.0, "float32")), ("ct2:int8", ("ct2", "int8"))])
+def test_cast_weights_asr_path_decodes_on_one_bfloat16_copy_until_a_weight_changes():
+    features, mask = batch()
+    model = tiny_model(asr_dtype="bfloat16", asr_cast_weights=True)
+    keys = set(model.state_dict())
+    with torch.no_grad():
+        fast = model.extract_layer_states(features, mask)
+        copy = model._asr_copy["whisper"]
+        assert {p.dtype for p in copy.parameters()} == {torch.bfloat16}
+        assert model.extract_layer_states(features, mask).hypothesis_ids.equal(fast.hypothesis_ids)
+        assert model._asr_copy["whisper"] is copy, "unchanged weights must reuse the copy"
+        # The copy's states are those of the float32 backbone teacher-forced on the same hypothesis, to bfloat16.
+        exact = tiny_model().extract_layer_states(features, mask, fast.hypothesis_ids, fast.decoder_layer_mask)
+        assert fast.decoder_layer_states.dtype == torch.float32
+        torch.testing.assert_close(fast.decoder_layer_states, exact.decoder_layer_states, atol=0.1, rtol=0.05)
+        model.backbone.model.decoder.layer_norm.bias.add_(1.0)  # in place: the copy is stale
+        changed = model.extract_layer_states(features, mask, fast.hypothesis_ids, fast.decoder_layer_mask)
+    assert model._asr_copy["whisper"] is not copy
+    torch.testing.assert_close(changed.decoder_layer_states[:, -1], fast.decoder_layer_states[:, -1] + 1.0, atol=0.1, rtol=0.05)
+    assert set(model.state_dict()) == keys, "the copy is not part of the checkpoint"
+
+
+def test_cast_weights_are_not_used_where_gradients_reach_the_backbone():
+    features, mask = batch()
+    model = tiny_model(asr_dtype="bfloat16", asr_cast_weights=True, decoder_input="prompt", freeze_backbone=False).train()
+    model.extract_layer_states(features, mask).decoder_layer_states.sum().backward()
+    assert model._asr_copy == {}
+    assert model.backbone.model.encoder.layers[0].fc1.weight.grad is not None, "the window encoder trains"
+
+
+@pytest.mark.parametrize("spec, expected", [("before", (None, "float32", False)), ("10:bfloat16", (10.0, "bfloat16", False)),
+                                            ("30:float32", (30.0, "float32", False)), ("ct2:int8", ("ct2", "int8", False)),
+                                            ("30:bfloat16:cast", (30.0, "bfloat16", True))])
 def test_decoder_path_specs_parse(spec, expected):
     assert parse_path(spec) == expected
 
 
-@pytest.mark.parametrize("spec", ["10", "0:float32", "ten:float32", "10:float16", "after", "ct2:"])
+@pytest.mark.parametrize("spec", ["10", "0:float32", "ten:float32", "10:float16", "after", "ct2:", "30:float32:cast",
+                                  "30:bfloat16:fast"])
 def test_bad_decoder_path_specs_name_the_spec(spec):
     with pytest.raises(ValueError, match=f"decoder path '{spec}'"):
         parse_path(spec)

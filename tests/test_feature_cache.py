@@ -64,6 +64,9 @@ def test_decoder_settings_key_the_cache_only_when_the_decoder_runs():
     assert backbone_fingerprint(with_decoder) != backbone_fingerprint(encoder_only)
     for change in ({"asr_window_seconds": 10}, {"asr_dtype": "bfloat16"}, {"decoder_input": "prompt"}):
         assert backbone_fingerprint(tiny_model(use_decoder=True, **change)) != backbone_fingerprint(with_decoder), change
+    autocast = tiny_model(use_decoder=True, asr_dtype="bfloat16")
+    assert backbone_fingerprint(tiny_model(use_decoder=True, asr_dtype="bfloat16", asr_cast_weights=True)) != \
+        backbone_fingerprint(autocast)
 
 
 def test_float16_cache_stays_close_to_the_exact_states(tmp_path):
