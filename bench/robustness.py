@@ -65,10 +65,10 @@ from nser.arguments import DataArguments, NoiseArguments
 from nser.atomic import write_text_atomic
 from nser.data import VALIDATION_MODES, cross_validation_folds, stratified_validation
 from nser.experiment import load_noise_bank
+from nser.inner_cv import parse_candidate, parse_settings
 from nser.metrics import SCALAR_METRICS
 from nser.preflight import PreflightError, preflight
 from nser.report import aggregate, markdown_table
-from nser.training import parse_config_overrides, parse_value
 
 logger = logging.getLogger("bench.robustness")
 
@@ -81,9 +81,10 @@ RESULT_VERSION = 1  # bump when a system's computation changes, so old results a
 ALL_SYSTEMS = ("egemaps", "egemaps_clean", "whisper_last", "probe", "probe_clean", "wfac", "nser_enc", "nser_encdec",
                "nser_enc_clean", "nser_encdec_clean", "nser_default", "nser_default_clean", "nser_default_ensemble",
                "nser_default_lora", "probe_speaker_norm", "nser_default_speaker_norm", "nser_default_encdec",
-               "nser_default_encdec_prompt", "nser_default_encdec_clean", "nser_default_speed", "probe_speed")
+               "nser_default_encdec_prompt", "nser_default_encdec_clean", "nser_default_speed", "probe_speed",
+               "nser_default_inner_cv")
 # Runs sharing a backbone share its feature cache: the first of them pays the extraction (reported as such).
-EXECUTION_ORDER = ("nser_default", "probe", "whisper_last", "nser_default_clean", "probe_clean", "nser_default_ensemble",
+EXECUTION_ORDER = ("nser_default", "probe", "nser_default_inner_cv", "whisper_last", "nser_default_clean", "probe_clean", "nser_default_ensemble",
                    "variant", "nser_default_speed", "probe_speed", "nser_default_lora", "probe_speaker_norm",
                    "nser_default_speaker_norm", "nser_enc",
                    "nser_enc_clean", "egemaps", "egemaps_clean", "control", "wfac", "nser_default_encdec",
@@ -91,6 +92,9 @@ EXECUTION_ORDER = ("nser_default", "probe", "whisper_last", "nser_default_clean"
 # Speed perturbation of the noisy training draws (Kaldi's factors): more voices from few training speakers.
 SPEED_PERTURBATION = {"speed_factors": [0.9, 1.0, 1.1]}
 SPEED_NOTE = "each noisy training draw plays at speed 0.9, 1.0 or 1.1 (tempo and pitch); validation and test as recorded"
+# (N-i)'s candidates: (N)'s recipe, a weaker and a stronger regulariser around it (chosen before any inner-CV run).
+INNER_CV_CANDIDATES = ("", "classifier_dropout=0.1:weight_decay=0.01,label_smoothing_factor=0.0",
+                       "classifier_dropout=0.5,feature_dropout=0.2:weight_decay=0.2")
 # The paper's frame-level layer adapter, system (4): fuse each frame's layers, then mean-pool.
 FRAME_ADAPTER = "use_decoder=false,pool_before_fusion=false,standardize_features=false,pooling=mean"
 # System (2): the last encoder layer's time mean (pooled first, which equals fusing then pooling for one layer).
@@ -177,6 +181,10 @@ def parse_args(argv):
                              "from the training speakers' clips; for choosing a default (head variants) on validation speakers")
     parser.add_argument("--variant", nargs="+", type=parse_variant, metavar="KEY:CONFIG[:TRAINING]",
                         help="extra nser systems, e.g. 'wd:use_decoder=false:weight_decay=0.1,label_smoothing_factor=0.1'")
+    parser.add_argument("--inner_cv_candidates", nargs="+", default=list(INNER_CV_CANDIDATES), metavar="CONFIG[:TRAINING]",
+                        help="(N-i)'s candidates on top of (N)'s settings, chosen per fold by inner speaker-grouped CV "
+                             "(default: (N)'s recipe, a weaker and a stronger regulariser)")
+    parser.add_argument("--inner_cv_folds", type=int, default=4, help="(N-i): at most this many inner folds (default 4)")
     parser.add_argument("--probe_c_grid", type=float, nargs="+", help="C values tried for (2p) (default 1e-5 1e-4 1e-3 1e-2 0.1)")
     parser.add_argument("--output_dir", help="benchmark folder (default outputs/bench, -quick, -budget)")
     parser.add_argument("--feature_cache_dir", default="~/.cache/nser/features", help="nser's backbone-state cache")
@@ -219,24 +227,26 @@ def parse_args(argv):
         parser.error("seeds must be >= 0, --epochs and --augment_copies >= 1")
     if len(set(args.snrs)) != len(args.snrs) or len(set(args.noise_types)) != len(args.noise_types):
         parser.error(f"repeated SNRs or noise types: {args.snrs} {args.noise_types}")
+    for text in args.inner_cv_candidates:
+        try:
+            parse_candidate(text)
+        except ValueError as error:
+            parser.error(str(error))
+    if args.inner_cv_folds < 2:
+        parser.error(f"--inner_cv_folds must be at least 2, got {args.inner_cv_folds}")
     return args
 
 
 def parse_variant(text):
     """'key:config_overrides[:training_overrides]' -> (key, config_overrides, {TrainingArguments field: value})."""
     key, _, rest = text.partition(":")
-    config_overrides, _, training = rest.partition(":")
-    if not key.isidentifier() or not config_overrides:
+    if not key.isidentifier() or not rest.partition(":")[0]:
         raise argparse.ArgumentTypeError(f"--variant {text!r}: expected KEY:CONFIG_OVERRIDES[:TRAINING_OVERRIDES]")
-    parse_config_overrides(config_overrides)  # unknown NserConfig keys fail here, before any work
-    fields = {f.name for f in dataclasses.fields(transformers.TrainingArguments)}
-    overrides = {}
-    for item in filter(None, training.split(",")):
-        name, sep, value = item.partition("=")
-        if not sep or name not in fields:
-            raise argparse.ArgumentTypeError(f"--variant {text!r}: {item!r} is not a TrainingArguments field=value")
-        overrides[name] = parse_value(value)
-    return key, config_overrides, overrides
+    try:
+        settings = parse_settings(rest, "--variant")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return key, settings.config_overrides, dict(settings.training_overrides)
 
 
 def check_inputs(args):
@@ -422,6 +432,12 @@ def build_specs(args, data_root):
                                          "nser", data(main), main, snrs, seeds, config_overrides=DEFAULT_HEAD,
                                          training_overrides=DEFAULT_RECIPE, noise_overrides=SPEED_PERTURBATION,
                                          learned_layer_weights=True, note=SPEED_NOTE),
+        "nser_default_inner_cv": lambda: SystemSpec(
+            "nser_default_inner_cv", "N-i", "(N), head settings by inner speaker-grouped CV", "nser", data(main), main, snrs,
+            seeds, config_overrides=DEFAULT_HEAD, training_overrides=DEFAULT_RECIPE, learned_layer_weights=True,
+            options={"inner_cv": {"candidates": list(args.inner_cv_candidates), "folds": args.inner_cv_folds}},
+            note="per fold, the candidate with the best mean macro-F1 on held-out training speakers (their cached noisy "
+                 f"training copies); candidates on top of (N): {' | '.join(repr(c) for c in args.inner_cv_candidates)}"),
         "probe_speed": lambda: SystemSpec("probe_speed", "2p-sp", "(2p) with speed perturbation", "probe", data(main),
                                   main, snrs, seeds[:1], noise_overrides=SPEED_PERTURBATION, options=probe, note=SPEED_NOTE),
         "nser_default_encdec": lambda: SystemSpec("nser_default_encdec", "Nd", f"(N) + decoder layers (ASR hypothesis, {lang})",
@@ -507,6 +523,10 @@ def estimate_minutes(specs, sizes, noise_types, augment_copies, epochs):
             per_epoch = (train_clips + n["validation"] / 3) * TRAIN_S_PER_EXAMPLE_EPOCH + CHECKPOINT_S
             runs = len(spec.options.get("ensemble_seeds") or spec.seeds)
             seconds += runs * (RUN_OVERHEAD_S + run_epochs * per_epoch + test_clips * INFERENCE_S_PER_CLIP)
+            inner = spec.options.get("inner_cv")
+            if inner:  # each candidate on each inner fold: most of the training clips, no checkpoint
+                inner_epoch = (train_clips + n["validation"]) * TRAIN_S_PER_EXAMPLE_EPOCH
+                seconds += runs * len(inner["candidates"]) * inner["folds"] * (RUN_OVERHEAD_S + run_epochs * inner_epoch)
         minutes[spec.key] = seconds / 60
     return minutes
 
@@ -584,6 +604,25 @@ def fold_table(names, per_fold, noise_types, snrs, metric="macro_f1"):
 
 
 # --------------------------------------------------------------------------------------------- tables
+def inner_cv_table(folds):
+    """Which candidate each inner cross-validation chose, per fold and seed, beside every candidate's mean
+    held-out macro-F1; `folds`: [(fold name, [(spec, results, sizes)])]. Empty when no system chose by inner CV."""
+    lines = []
+    for name, entries in folds:
+        for spec, results, _ in entries:
+            for result in results:
+                record = (result.get("selection") or {}).get("inner_cv")
+                if record:
+                    scores = " · ".join(f"`{c}` {100 * np.mean(s):.1f}" for c, s in record["scores"].items())
+                    lines.append(f"| ({spec.number}) | {name} | {result['seed']} | `{record['chosen']}` | {scores} |")
+    if not lines:
+        return ""
+    return ("Each candidate trained on all but one block of the fold's training speakers and scored on the held-out "
+            "block's noisy training copies (blocks: `inner_cv.json` in each run folder); mean over the blocks.\n\n"
+            "| system | fold | seed | chosen | mean held-out macro-F1 (%) per candidate |\n|---|---|---:|---|---|\n"
+            + "\n".join(lines) + "\n")
+
+
 def _mean_std(values):
     values = np.asarray(values, dtype=float)
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
@@ -842,6 +881,9 @@ def render_markdown(args, command, setup, specs_results, plan, figures, env, fol
     ]
     if folds:
         parts += ["## Per fold", "", fold_table(*folds, noise_types, snrs), fold_table(*folds, noise_types, snrs, "ua")]
+    inner_cv = inner_cv_table(list(zip(*folds)) if folds else [("–", specs_results)])
+    if inner_cv:
+        parts += ["## Head settings chosen by inner cross-validation", "", inner_cv]
     parts += [
         "## Learned layer weights (softmax, mean ± std over seeds)",
         "",

@@ -65,7 +65,7 @@ from nser.arguments import DataArguments, ModelArguments, NoiseArguments, RunArg
 from nser.audio import SAMPLING_RATE, waveform_from_value
 from nser.data import load_corpus, prepare_columns, speaker_independent_splits
 from nser.ensemble import TEST_LOGITS_FILE, ensemble_rows
-from nser.experiment import Fold, NoisyViews, load_noise_bank, run_experiment
+from nser.experiment import INNER_CV_RESULTS, Fold, NoisyViews, load_noise_bank, run_experiment
 from nser.metrics import classification_metrics
 from nser.training import build_model
 
@@ -502,8 +502,10 @@ def _train_nser(setup: Setup, spec: SystemSpec, seed, run_dir):
     Returns (result, label names)."""
     model_args = ModelArguments(model_name_or_path=setup.model, config_overrides=spec.config_overrides,
                                 **spec.model_arguments)
+    inner_cv = spec.options.get("inner_cv") or {}
     data_args = DataArguments(dataset_name=spec.dataset_dir, feature_cache_dir=setup.feature_cache_dir,
-                              speaker_normalization=spec.speaker_normalization)
+                              speaker_normalization=spec.speaker_normalization,
+                              inner_cv_candidates=inner_cv.get("candidates"), inner_cv_folds=inner_cv.get("folds", 4))
     noise_args = setup.noise_arguments(spec.snrs, spec.train_with_noise, **spec.noise_overrides)
     training_args = setup.training_arguments(run_dir, seed, **spec.training_overrides)
     set_seed(seed)
@@ -520,6 +522,8 @@ def _train_nser(setup: Setup, spec: SystemSpec, seed, run_dir):
         "selection": {"best_validation_macro_f1": trainer.state.best_metric,
                       "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name},
     }
+    if inner_cv:
+        summary["selection"]["inner_cv"] = json.loads((Path(run_dir) / INNER_CV_RESULTS).read_text())
     label_names = result["label_names"]
     del result, trainer
     gc.collect()

@@ -76,6 +76,17 @@ class DataArguments:
     validation_fraction: float = field(
         default=0.1, metadata={"help": "Share of each training group's clips (per label) used for validation in CV folds."}
     )
+    inner_cv_candidates: list[str] | None = field(
+        default=None,
+        metadata={"help": "Choose the head's settings by inner cross-validation over each fold's training groups (--cv_column, "
+                          "else --speaker_column_name): candidates 'CONFIG_OVERRIDES[:TRAINING_OVERRIDES]' on top of the run's "
+                          "own, e.g. '' 'classifier_dropout=0.5:weight_decay=0.2'. Each is trained on all but one block of "
+                          "training groups and scored (macro-F1) on that block's cached noisy training copies; the best mean "
+                          "wins (ties: the first) and the fold trains with it. Needs cached backbone states."},
+    )
+    inner_cv_folds: int = field(
+        default=4, metadata={"help": "At most this many blocks of training groups in --inner_cv_candidates' cross-validation."}
+    )
     speaker_normalization: bool = field(
         default=False,
         metadata={"help": "Standardise each clip's pooled layer statistics by its speaker's (--speaker_column_name) "

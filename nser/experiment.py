@@ -12,6 +12,7 @@ from pathlib import Path
 
 from datasets import concatenate_datasets
 from transformers import EarlyStoppingCallback
+from transformers.trainer_utils import SaveStrategy
 
 from nser.atomic import write_text_atomic
 from nser.augment import CLEAN, NoiseAugmentation, NoiseEpochCallback, condition_name, make_noisy_testset
@@ -19,6 +20,7 @@ from nser.data import all_groups_splits, cross_validation_folds, limit, load_cor
 from nser.ensemble import TEST_LOGITS_FILE
 from nser.feature_cache import cache_layer_states
 from nser.features import PaddingCollator, make_feature_function
+from nser.inner_cv import best_epoch_score, combined_overrides, parse_candidate, select_candidate, with_training_overrides
 from nser.lora import add_encoder_lora, merge_encoder_lora
 from nser.metrics import make_compute_metrics
 from nser.noise_bank import NoiseBank
@@ -30,6 +32,7 @@ from nser.training import NserTrainer, build_model, evaluate_conditions, fit_fea
 logger = logging.getLogger(__name__)
 
 FOLD_RESULTS = "fold_results.json"
+INNER_CV_RESULTS = "inner_cv.json"
 
 
 def check_output_dir(output_dir, overwrite):
@@ -187,6 +190,59 @@ class Fold:
         return [(name, noise_type, snr_db, self._map(ds, None, f"test {name}")) for name, noise_type, snr_db, ds in self.views.test()]
 
 
+def head_trainer(model, args, train_dataset, eval_dataset, label_names, feature_extractor, class_weights=None, callbacks=()):
+    """A NserTrainer for `model`, its feature standardisation (when configured) fitted on `train_dataset` first."""
+    if model.config.standardize_features:
+        fit_feature_statistics(model, train_dataset, PaddingCollator(), args.per_device_eval_batch_size)
+    return NserTrainer(
+        model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+        data_collator=PaddingCollator(), compute_metrics=make_compute_metrics(label_names),
+        processing_class=feature_extractor, callbacks=list(callbacks), class_weights=class_weights,
+    )
+
+
+def choose_by_inner_cv(fold, train_dataset, label_names, model_args, data_args, training_args, class_weights, resume=True):
+    """The `--inner_cv_candidates` entry with the best held-out macro-F1 in an inner cross-validation over the fold's
+    training groups (`nser.inner_cv`), on the fold's cached training and validation states; the scores go to
+    `<output_dir>/inner_cv.json`, whose choice a resumed run reuses when the candidates are the same. Inner runs
+    save no checkpoint and stop early never: each is scored at its best validation epoch."""
+    column = data_args.cv_column or data_args.speaker_column_name
+    candidates = [parse_candidate(text) for text in data_args.inner_cv_candidates]
+    output = Path(training_args.output_dir) / INNER_CV_RESULTS
+    if resume and output.is_file():
+        record = json.loads(output.read_text())
+        if record.get("candidates") == [str(c) for c in candidates] and record.get("group_column") == column:
+            logger.info("inner CV already done (%s): %s", output, record["chosen"])
+            return candidates[record["candidates"].index(record["chosen"])]
+    splits = fold.views.splits
+    if column not in splits["train"].column_names:
+        raise ValueError(f"--inner_cv_candidates holds out groups of {column!r} (--cv_column, else --speaker_column_name), "
+                         f"which is not a column; columns: {splits['train'].column_names}")
+    validation = fold.validation_dataset()
+    heldout_pool = concatenate_datasets([train_dataset, validation]).with_format("numpy")
+
+    def score(candidate, train_rows, validation_rows, heldout_rows):
+        model = build_model(model_args.model_name_or_path, label_names,
+                            combined_overrides(model_args.config_overrides, candidate), model_args.freeze_backbone)
+        args = with_training_overrides(training_args, candidate)
+        args.output_dir = os.path.join(training_args.output_dir, "inner-cv")
+        args.save_strategy, args.load_best_model_at_end = SaveStrategy.NO, False
+        args.metric_for_best_model = "validation_macro_f1"
+        eval_sets = {"validation": validation.select(validation_rows), "heldout": heldout_pool.select(heldout_rows)}
+        trainer = head_trainer(model, args, train_dataset.select(train_rows), eval_sets, label_names, None, class_weights)
+        trainer.train()
+        return best_epoch_score(trainer.state.log_history, "eval_validation_macro_f1", "eval_heldout_macro_f1")
+
+    copies = len(train_dataset) // len(splits["train"])  # the cached training set is `copies` views of the split
+    chosen, record = select_candidate(candidates, list(splits["train"][column]) * copies, splits["validation"][column],
+                                      data_args.inner_cv_folds, score)
+    if training_args.process_index == 0:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        record = {"group_column": column, "candidates": [str(c) for c in candidates], **record}
+        write_text_atomic(output, json.dumps(record, indent=1))
+    return chosen
+
+
 def train_fold(splits, label_names, bank, model_args, data_args, noise_args, training_args, resume=True, stage=untimed,
                save_logits=False):
     """Train one model on one split (resuming its last checkpoint when `resume`); return (rows, trainer, extractor).
@@ -219,13 +275,16 @@ def train_fold(splits, label_names, bank, model_args, data_args, noise_args, tra
     class_weights = None
     if model_args.class_weighted_loss:
         class_weights = inverse_frequency_weights(fold.views.splits["train"][data_args.label_column_name], len(label_names))
-    if model.config.standardize_features:
-        fit_feature_statistics(model, train_dataset, PaddingCollator(), args.per_device_eval_batch_size)
-    trainer = NserTrainer(
-        model=model, args=args, train_dataset=train_dataset, eval_dataset=fold.validation_dataset(),
-        data_collator=PaddingCollator(), compute_metrics=make_compute_metrics(label_names),
-        processing_class=feature_extractor, callbacks=callbacks, class_weights=class_weights,
-    )
+    if data_args.inner_cv_candidates:
+        if not cache:
+            raise ValueError("--inner_cv_candidates needs cached backbone states: a frozen backbone and --cache_features true")
+        with stage("training", 0):  # the candidates' training counts as the fold's training time
+            candidate = choose_by_inner_cv(fold, train_dataset, label_names, model_args, data_args, args, class_weights, resume)
+        model = build_model(model_args.model_name_or_path, label_names,
+                            combined_overrides(model_args.config_overrides, candidate), model_args.freeze_backbone)
+        args = with_training_overrides(args, candidate)
+    trainer = head_trainer(model, args, train_dataset, fold.validation_dataset(), label_names, feature_extractor,
+                           class_weights, callbacks)
     last_checkpoint = last_complete_checkpoint(args.output_dir) if resume and os.path.isdir(args.output_dir) else None
     with stage("training", len(train_dataset)):
         trainer.train(resume_from_checkpoint=last_checkpoint)

@@ -20,6 +20,7 @@ from datasets import Audio
 
 from nser.audio import decode_audio
 from nser.augment import validate_speed_factors
+from nser.inner_cv import parse_candidate
 from nser.noise import SILENCE_POWER, mean_power
 
 logger = logging.getLogger(__name__)
@@ -128,6 +129,25 @@ def check_output_dir(output_dir) -> list[str]:
     return []
 
 
+def check_inner_cv(data_args) -> list[str]:
+    """--inner_cv_candidates parse and may not change the cached states; --inner_cv_folds is at least 2."""
+    if not data_args.inner_cv_candidates:
+        return []
+    problems = []
+    for text in data_args.inner_cv_candidates:
+        try:
+            parse_candidate(text)
+        except ValueError as error:
+            problems.append(str(error))
+    if len(set(data_args.inner_cv_candidates)) != len(data_args.inner_cv_candidates):
+        problems.append(f"--inner_cv_candidates repeats a candidate: {data_args.inner_cv_candidates}")
+    if data_args.inner_cv_folds < 2:
+        problems.append(f"--inner_cv_folds must be at least 2, got {data_args.inner_cv_folds}")
+    if not data_args.cache_features:
+        problems.append("--inner_cv_candidates needs cached backbone states: --cache_features true")
+    return problems
+
+
 def preflight(data_args, noise_args, training_args, load_corpus=None, load_noise_bank=None) -> None:
     """Check arguments, noise and corpus files before any model is loaded; raise one :class:`PreflightError`
     listing every problem. `load_corpus` / `load_noise_bank` default to nser's loaders (the same ones the run
@@ -141,7 +161,7 @@ def preflight(data_args, noise_args, training_args, load_corpus=None, load_noise
 
     if load_noise_bank is None:
         from nser.experiment import load_noise_bank
-    problems = check_output_dir(training_args.output_dir) + check_noise_arguments(noise_args)
+    problems = check_output_dir(training_args.output_dir) + check_noise_arguments(noise_args) + check_inner_cv(data_args)
     labels = list(data_args.emotion_labels or [])
     if len(set(labels)) != len(labels):
         problems.append(f"--emotion_labels repeats labels: {labels}")

@@ -433,3 +433,25 @@ def test_speed_perturbed_systems_train_on_new_draws_and_share_them(tiny_assets, 
     assert speed["cost"]["clips_computed"] == speed["sizes"]["train"] and reused == plain["cost"]["clips_computed"] - speed["sizes"]["train"]
     assert probe["cost"]["clips_computed"] == 0  # the probe reads the perturbed copies (N-sp) wrote
     assert all(math.isfinite(row["macro_f1_mean"]) for system in (speed, probe) for row in system["aggregated"])
+
+
+def test_inner_cv_system_chooses_per_seed_on_the_training_speakers_from_the_shared_cache(tiny_assets, tmp_path):
+    argv = tiny_arguments(tiny_assets, tmp_path)
+    argv = argv[:argv.index("--seeds")] + ["--seeds", "0"] + argv[argv.index("--epochs"):argv.index("--systems")]
+    candidates = ["", "classifier_dropout=0.0:weight_decay=0.3"]
+    payload = robustness.main(argv + ["--systems", "nser_default", "nser_default_inner_cv", "--inner_cv_candidates", *candidates])
+    plain, inner = payload["systems"]
+    assert inner["spec"]["number"] == "N-i"
+    assert inner["spec"]["options"] == {"inner_cv": {"candidates": candidates, "folds": 4}}
+    assert inner["cost"]["clips_computed"] == 0 < plain["cost"]["clips_computed"]  # no backbone state computed again
+    record = inner["results"][0]["selection"]["inner_cv"]
+    assert record["folds"] == [["s1"], ["s2"]] and record["chosen"] in record["scores"]  # the training speakers
+    markdown = (tmp_path / "robustness.md").read_text()
+    section = markdown.split("## Head settings chosen by inner cross-validation")[1].split("## ")[0]
+    assert f"| (N-i) | – | 0 | `{record['chosen']}` |" in section
+
+
+def test_inner_cv_candidates_that_change_the_cache_are_refused_by_the_benchmark(capsys):
+    with pytest.raises(SystemExit):
+        robustness.parse_args(["--inner_cv_candidates", "", "pad_to_30s=true"])
+    assert "change the cached backbone states" in capsys.readouterr().err

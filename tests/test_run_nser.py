@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from datasets import DatasetDict, load_from_disk
 from huggingface_hub import ModelCard
 from transformers import AutoModelForAudioClassification
 
@@ -84,7 +85,9 @@ def test_refuses_to_overwrite_a_finished_or_foreign_output_folder(assets, tmp_pa
     assert (foreign / "notes.txt").read_text() == "keep me"
 
 
-def test_resumes_from_the_last_checkpoint_after_an_interruption(assets, tmp_path, monkeypatch):
+def run_interrupted_after_the_first_checkpoint(monkeypatch, argv):
+    """run_nser.main(argv) stopped by a KeyboardInterrupt right after its first checkpoint is saved (the saver is
+    restored afterwards)."""
     save = NserTrainer._save_checkpoint
 
     def save_then_crash(self, *args, **kwargs):
@@ -93,9 +96,13 @@ def test_resumes_from_the_last_checkpoint_after_an_interruption(assets, tmp_path
 
     monkeypatch.setattr(NserTrainer, "_save_checkpoint", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
-        run_nser.main(arguments(assets, tmp_path / "out"))
-    assert [p.name for p in (tmp_path / "out").glob("checkpoint-*")] == ["checkpoint-8"]
+        run_nser.main(argv)
     monkeypatch.setattr(NserTrainer, "_save_checkpoint", save)
+
+
+def test_resumes_from_the_last_checkpoint_after_an_interruption(assets, tmp_path, monkeypatch):
+    run_interrupted_after_the_first_checkpoint(monkeypatch, arguments(assets, tmp_path / "out"))
+    assert [p.name for p in (tmp_path / "out").glob("checkpoint-*")] == ["checkpoint-8"]
     resumed_from = []
     original = nser.experiment.last_complete_checkpoint
     monkeypatch.setattr(nser.experiment, "last_complete_checkpoint", lambda d: resumed_from.append(original(d)) or resumed_from[-1])
@@ -265,3 +272,38 @@ def test_speaker_normalisation_is_transductive_and_needs_pooled_statistics(asset
     with pytest.raises(ValueError, match="--speaker_normalization needs cached pooled statistics"):
         run_nser.main(arguments(assets, tmp_path / "frames", "--speaker_normalization", "true", "--config_overrides",
                                 "use_decoder=false,pool_before_fusion=false,standardize_features=false"))
+
+
+def test_inner_cv_chooses_the_head_settings_on_the_training_speakers_and_a_resumed_run_keeps_the_choice(
+        assets, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    candidates = ["", "classifier_dropout=0.0:num_train_epochs=1,weight_decay=0.3"]
+    extra = ("--inner_cv_candidates", *candidates, "--test_snrs", "0", "--test_noise_types", "white")
+    run_interrupted_after_the_first_checkpoint(monkeypatch, arguments(assets, out, *extra))
+    assert not list(out.glob("inner-cv/checkpoint-*"))  # inner runs save no checkpoint
+    record = json.loads((out / nser.experiment.INNER_CV_RESULTS).read_text())
+    # the default split tests s4 and validates on s3: only the training speakers s1 and s2 are held out in turn
+    assert record["group_column"] == "speaker" and record["folds"] == [["s1"], ["s2"]]
+    assert record["candidates"] == ["(the run's settings)", candidates[1]] and set(record["scores"]) == set(record["candidates"])
+    assert all(len(s) == 2 and all(0.0 <= v <= 1.0 for v in s) for s in record["scores"].values())
+    means = {name: np.mean(scores) for name, scores in record["scores"].items()}
+    assert record["chosen"] == max(means, key=means.get)
+    monkeypatch.setattr(nser.experiment, "select_candidate", lambda *a, **k: pytest.fail("inner CV ran again"))
+    result = run_nser.main(arguments(assets, out, *extra))  # resumes the fold's training with the recorded choice
+    chosen_second = record["chosen"] == candidates[1]
+    assert result["trainer"].args.weight_decay == (0.3 if chosen_second else 0.0)
+    assert result["trainer"].model.config.classifier_dropout == (0.0 if chosen_second else 0.3)
+
+
+def test_inner_cv_refuses_candidates_that_change_the_cache_and_corpora_without_groups(assets, tmp_path):
+    with pytest.raises(ValueError, match=r"'use_decoder=true'.*change the cached backbone states"):
+        run_nser.main(arguments(assets, tmp_path / "out", "--inner_cv_candidates", "", "use_decoder=true"))
+    with pytest.raises(ValueError, match="--inner_cv_folds must be at least 2"):
+        run_nser.main(arguments(assets, tmp_path / "out", "--inner_cv_candidates", "", "--inner_cv_folds", "1"))
+    corpus = load_from_disk(str(assets["corpus"]))
+    anonymous = corpus.remove_columns("speaker").train_test_split(test_size=0.25, seed=0)
+    DatasetDict(train=anonymous["train"], validation=anonymous["test"], test=anonymous["test"]).save_to_disk(str(tmp_path / "anon"))
+    argv = arguments(assets, tmp_path / "talker", "--inner_cv_candidates", "", "--test_snrs", "0", "--test_noise_types", "white")
+    argv[argv.index("--dataset_name") + 1] = str(tmp_path / "anon")
+    with pytest.raises(ValueError, match="holds out groups of 'speaker'.*not a column"):
+        run_nser.main(argv)
