@@ -84,11 +84,12 @@ def select_candidate(candidates, train_groups, validation_groups, max_folds, sco
     """The candidate with the best mean held-out score over the inner folds (ties: the earlier one).
 
     `train_groups` / `validation_groups`: the group of every row of the fold's featurised training and validation
-    sets; the training groups are held out in turn (validation rows of a held-out group are scored with it, a
-    validation group that does not train is always kept for choosing the epoch). `score(candidate, train_rows, validation_rows, heldout_rows)` (row indices: training rows of the kept
-    groups, their validation rows for the best epoch, and the held-out groups' training and validation rows, the
-    latter offset by the number of training rows) returns the held-out macro-F1.
-    Returns (chosen candidate, {"folds": [held-out groups], "scores": {candidate: [per fold]}, "chosen": candidate})."""
+    sets. The training groups are held out in turn; a held-out group's validation rows are scored with it, and a
+    validation group that does not train is always kept for choosing the epoch. `score(candidate, train_rows,
+    validation_rows, heldout_rows)` gets row indices (the kept groups' training rows, their validation rows, and
+    the held-out groups' training and validation rows, the latter offset by the number of training rows) and
+    returns the held-out macro-F1. Returns (chosen candidate, {"folds": [held-out groups], "scores": {candidate:
+    [per fold]}, "chosen": candidate})."""
     train_groups = np.asarray([str(g) for g in train_groups])
     validation_groups = np.asarray([str(g) for g in validation_groups])
     folds = inner_folds(train_groups, max_folds)
