@@ -86,11 +86,12 @@ class NserConfig(PretrainedConfig):
             Autocast dtype of that window encoder pass: `"float32"` or `"bfloat16"` (fast on CPUs with AMX or
             AVX512-BF16 and on GPUs, slow elsewhere). Decoding runs in float32 unless `asr_cast_weights`.
         asr_cast_weights (`bool`, *optional*, defaults to `False`):
-            With `asr_dtype="bfloat16"`, run the whole ASR pass (window encoder, language detection, greedy decoding
-            and the decoder states it returns) on a copy of the Whisper weights cast to bfloat16 instead of
-            autocasting the window encoder alone: faster again on CPUs with AMX (README speed table: 254 against
-            372 ms per 3 s clip at batch 8), for a copy of the backbone in memory (built on first use, rebuilt when the weights change) and decoder states computed
-            in bfloat16 (returned as float32). Only where no gradient flows through the backbone (frozen feature
+            With `asr_dtype="bfloat16"` (required: with float32 there is nothing to cast, and it is refused), run the
+            whole ASR pass (window encoder, language detection, greedy decoding and the decoder states it returns)
+            on a copy of the Whisper weights cast to bfloat16 instead of autocasting the window encoder alone:
+            faster again on CPUs with AMX (README speed table: 254 against 372 ms per 3 s clip at batch 8), for a
+            copy of the backbone in memory (built on first use, rebuilt when the weights change) and decoder states
+            computed in bfloat16 (returned as float32). Only where no gradient flows through the backbone (frozen feature
             extraction, caching, inference); a trained backbone takes the autocast path.
         asr_generation_config (`dict`, *optional*):
             Whisper's generation config (language and task token ids) copied from the checkpoint, needed to decode.
@@ -213,6 +214,9 @@ class NserConfig(PretrainedConfig):
             raise ValueError(f"asr_window_seconds must be > 0, got {self.asr_window_seconds}")
         if self.asr_dtype not in ASR_DTYPES:
             raise ValueError(f"asr_dtype={self.asr_dtype!r} is not one of {ASR_DTYPES}")
+        if self.asr_cast_weights and self.asr_dtype == "float32":
+            raise ValueError("asr_cast_weights=True casts the ASR pass's weights to asr_dtype, which is 'float32' here "
+                             "(nothing to cast): set asr_dtype='bfloat16' or asr_cast_weights=False")
         for name in ("classifier_dropout", "feature_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")

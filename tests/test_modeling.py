@@ -174,6 +174,7 @@ def test_missing_inputs_and_missing_decoder_states_are_reported():
         ({"feature_dropout": -0.1}, "feature_dropout"),
         ({"asr_window_seconds": 0}, "asr_window_seconds"),
         ({"asr_dtype": "float16"}, "asr_dtype"),
+        ({"asr_cast_weights": True}, "asr_cast_weights"),
         ({"linear_readout": True, "pool_before_fusion": False, "standardize_features": False}, "linear_readout"),
     ],
 )
