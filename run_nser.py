@@ -94,8 +94,11 @@ def evaluation_protocol(result, data_args):
                      f"with the same settings on every {column} (validation: {validation}), so no test figure exists for it "
                      "beyond these.")
     if data_args.speaker_normalization:
+        enrolment = data_args.speaker_normalization_clips
+        tested = f" (in the results, each test speaker's statistics came from {enrolment} of its clips per condition)" if enrolment else ""
         parts.append("Trained with per-speaker normalisation (transductive): it expects each speaker's pooled layer "
-                     "statistics standardised with that speaker's own clips, which single-clip inference does not do.")
+                     f"statistics standardised with that speaker's own clips{tested}, which single-clip inference does "
+                     "not do.")
     return "\n\n".join(parts)
 
 

@@ -185,6 +185,8 @@ def parse_args(argv):
                         help="(N-i)'s candidates on top of (N)'s settings, chosen per fold by inner speaker-grouped CV "
                              "(default: (N)'s recipe, a weaker and a stronger regulariser)")
     parser.add_argument("--inner_cv_folds", type=int, default=4, help="(N-i): at most this many inner folds (default 4)")
+    parser.add_argument("--speaker_norm_clips", type=int, help="(2p-s), (N-s): each test speaker's statistics from this "
+                        "many of its clips per condition (a fixed draw), as an enrolment would give (default: all)")
     parser.add_argument("--probe_c_grid", type=float, nargs="+", help="C values tried for (2p) (default 1e-5 1e-4 1e-3 1e-2 0.1)")
     parser.add_argument("--output_dir", help="benchmark folder (default outputs/bench, -quick, -budget)")
     parser.add_argument("--feature_cache_dir", default="~/.cache/nser/features", help="nser's backbone-state cache")
@@ -234,6 +236,8 @@ def parse_args(argv):
             parser.error(str(error))
     if args.inner_cv_folds < 2:
         parser.error(f"--inner_cv_folds must be at least 2, got {args.inner_cv_folds}")
+    if args.speaker_norm_clips is not None and args.speaker_norm_clips < 2:
+        parser.error(f"--speaker_norm_clips must be at least 2 (a std needs two clips), got {args.speaker_norm_clips}")
     return args
 
 
@@ -370,6 +374,10 @@ def build_specs(args, data_root):
     asr = ",".join(filter(None, [f"use_decoder=true,asr_language={lang}", args.decoder_config]))
     decoder_overrides = f"{FRAME_ADAPTER},{asr}"
     probe = {"c_grid": list(args.probe_c_grid), "inner_folds": PROBE_INNER_FOLDS}
+    # speaker normalisation's test statistics: every clip of the speaker, or an enrolment of --speaker_norm_clips
+    enrolment = {"speaker_normalization_clips": args.speaker_norm_clips} if args.speaker_norm_clips else {}
+    transductive = f"transductive, {args.speaker_norm_clips} enrolment clips" if enrolment else "transductive"
+    enrolment_clips = f"{args.speaker_norm_clips} of their" if enrolment else "their own"
     specs = {
         "egemaps": lambda: SystemSpec("egemaps", "1", "eGeMAPSv02 + logistic regression", "egemaps", data(main), main, snrs,
                               seeds[:1], note="openSMILE functionals, standardised; C on validation; deterministic: one run"),
@@ -419,14 +427,15 @@ def build_specs(args, data_root):
                                         learned_layer_weights=True,
                                         note="LoRA r 8 on the encoder's q/v projections (nser defaults), trained with the "
                                              "head; no feature cache, so a new noisy draw every epoch"),
-        "probe_speaker_norm": lambda: SystemSpec("probe_speaker_norm", "2p-s", "(2p) with speaker normalisation (transductive)",
-                                         "probe", data(main), main, snrs, seeds[:1], speaker_normalization=True, options=probe,
+        "probe_speaker_norm": lambda: SystemSpec("probe_speaker_norm", "2p-s", f"(2p) with speaker normalisation ({transductive})",
+                                         "probe", data(main), main, snrs, seeds[:1], speaker_normalization=True,
+                                         options=probe | enrolment,
                                          note="every speaker's clips standardised by that speaker's statistics, test "
-                                              "speakers with their own unlabelled clips of each condition"),
+                                              f"speakers with {enrolment_clips} unlabelled clips of each condition"),
         "nser_default_speaker_norm": lambda: SystemSpec("nser_default_speaker_norm", "N-s",
-                                                "(N) with speaker normalisation (transductive)", "nser", data(main), main,
+                                                f"(N) with speaker normalisation ({transductive})", "nser", data(main), main,
                                                 snrs, seeds, config_overrides=DEFAULT_HEAD, speaker_normalization=True,
-                                                training_overrides=DEFAULT_RECIPE,
+                                                training_overrides=DEFAULT_RECIPE, options=enrolment,
                                                 learned_layer_weights=True, note="as (2p-s)"),
         "nser_default_speed": lambda: SystemSpec("nser_default_speed", "N-sp", "(N) with speed perturbation",
                                          "nser", data(main), main, snrs, seeds, config_overrides=DEFAULT_HEAD,

@@ -505,6 +505,7 @@ def _train_nser(setup: Setup, spec: SystemSpec, seed, run_dir):
     inner_cv = spec.options.get("inner_cv") or {}
     data_args = DataArguments(dataset_name=spec.dataset_dir, feature_cache_dir=setup.feature_cache_dir,
                               speaker_normalization=spec.speaker_normalization,
+                              speaker_normalization_clips=spec.options.get("speaker_normalization_clips"),
                               inner_cv_candidates=inner_cv.get("candidates"), inner_cv_folds=inner_cv.get("folds", 4))
     noise_args = setup.noise_arguments(spec.snrs, spec.train_with_noise, **spec.noise_overrides)
     training_args = setup.training_arguments(run_dir, seed, **spec.training_overrides)
@@ -614,7 +615,8 @@ def run_probe(setup: Setup, spec: SystemSpec, seeds):
         with meter.stage("model load"):
             model = build_model(setup.model, view.label_names, PROBE_OVERRIDES)
         data_args = DataArguments(dataset_name=spec.dataset_dir, feature_cache_dir=setup.feature_cache_dir,
-                                  speaker_normalization=spec.speaker_normalization)
+                                  speaker_normalization=spec.speaker_normalization,
+                                  speaker_normalization_clips=spec.options.get("speaker_normalization_clips"))
         training_args = setup.training_arguments(setup.output_dir / spec.key / f"seed-{seed}", seed)
         fold = Fold(view.splits, model, model.build_feature_extractor(), view.bank, data_args,
                     setup.noise_arguments(spec.snrs, spec.train_with_noise, **spec.noise_overrides), training_args, cache=True,

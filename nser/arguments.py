@@ -93,6 +93,13 @@ class DataArguments:
                           "mean and std, test speakers from their own unlabelled clips per condition: transductive, "
                           "report apart; single-clip inference cannot do it. Needs pool_before_fusion and the cache."},
     )
+    speaker_normalization_clips: int | None = field(
+        default=None,
+        metadata={"help": "With --speaker_normalization: each test speaker's statistics from at most this many of its "
+                          "clips per condition (a fixed draw), as a short unlabelled enrolment would give; every clip "
+                          "of the speaker is normalised with them. Default: all its clips. Training and validation "
+                          "speakers always use all theirs."},
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Seeded subset of train (quick runs)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Seeded subset of validation."})
     max_test_samples: int | None = field(default=None, metadata={"help": "Seeded subset of test (every condition)."})

@@ -154,7 +154,7 @@ class Fold:
         limited = {split: limit(splits[split], limits[split], seed) for split in limits if split in splits}
         self.views = NoisyViews(limited, bank, noise_args, data_args.audio_column_name, data_args.preprocessing_num_workers)
 
-    def _map(self, ds, augmentation, desc):
+    def _map(self, ds, augmentation, desc, enrolment_clips=None):
         with self.training_args.main_process_first(desc=desc):
             features = ds.map(
                 _NoisyFeatures(augmentation, self.featurize), batched=True, batch_size=16, with_indices=True,
@@ -169,7 +169,7 @@ class Fold:
                     desc=f"{desc}: backbone states",
                 )
             if self.data_args.speaker_normalization:
-                states = normalize_per_speaker(states, ds[self.data_args.speaker_column_name])
+                states = normalize_per_speaker(states, ds[self.data_args.speaker_column_name], max_clips=enrolment_clips)
             return states.with_format("numpy")
 
     def train_dataset(self):
@@ -187,7 +187,9 @@ class Fold:
 
     def test_conditions(self):
         """[(name, noise_type, snr_db, featurised dataset)] for `evaluate_conditions`."""
-        return [(name, noise_type, snr_db, self._map(ds, None, f"test {name}")) for name, noise_type, snr_db, ds in self.views.test()]
+        clips = self.data_args.speaker_normalization_clips
+        return [(name, noise_type, snr_db, self._map(ds, None, f"test {name}", clips))
+                for name, noise_type, snr_db, ds in self.views.test()]
 
 
 def head_trainer(model, args, train_dataset, eval_dataset, label_names, feature_extractor, class_weights=None, callbacks=()):

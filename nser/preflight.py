@@ -148,6 +148,16 @@ def check_inner_cv(data_args) -> list[str]:
     return problems
 
 
+def check_speaker_normalization(data_args) -> list[str]:
+    """--speaker_normalization_clips: with --speaker_normalization, and at least 2 (a std needs two clips)."""
+    clips = data_args.speaker_normalization_clips
+    if clips is None:
+        return []
+    if not data_args.speaker_normalization:
+        return [f"--speaker_normalization_clips {clips} needs --speaker_normalization true"]
+    return [] if clips >= 2 else [f"--speaker_normalization_clips must be at least 2 (a std needs two clips), got {clips}"]
+
+
 def preflight(data_args, noise_args, training_args, load_corpus=None, load_noise_bank=None) -> None:
     """Check arguments, noise and corpus files before any model is loaded; raise one :class:`PreflightError`
     listing every problem. `load_corpus` / `load_noise_bank` default to nser's loaders (the same ones the run
@@ -162,6 +172,7 @@ def preflight(data_args, noise_args, training_args, load_corpus=None, load_noise
     if load_noise_bank is None:
         from nser.experiment import load_noise_bank
     problems = check_output_dir(training_args.output_dir) + check_noise_arguments(noise_args) + check_inner_cv(data_args)
+    problems += check_speaker_normalization(data_args)
     labels = list(data_args.emotion_labels or [])
     if len(set(labels)) != len(labels):
         problems.append(f"--emotion_labels repeats labels: {labels}")

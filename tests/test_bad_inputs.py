@@ -439,3 +439,20 @@ def test_speed_perturbation_without_training_noise_is_refused():
 
     problems = check_noise_arguments(NoiseArguments(train_with_noise=False, speed_factors=[0.9, 1.1]))
     assert problems == ["--speed_factors perturbs the noisy training draws: it needs --train_with_noise true"]
+
+
+@pytest.mark.parametrize(
+    "speaker_normalization, clips, problem",
+    [
+        (False, 10, "--speaker_normalization_clips 10 needs --speaker_normalization true"),
+        (True, 1, "--speaker_normalization_clips must be at least 2 (a std needs two clips), got 1"),
+        (True, 2, None),
+        (False, None, None),
+    ],
+)
+def test_speaker_normalisation_enrolment_size_is_checked(speaker_normalization, clips, problem):
+    from nser.arguments import DataArguments
+    from nser.preflight import check_speaker_normalization
+
+    data_args = DataArguments(speaker_normalization=speaker_normalization, speaker_normalization_clips=clips)
+    assert check_speaker_normalization(data_args) == ([problem] if problem else [])

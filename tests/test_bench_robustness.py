@@ -16,9 +16,11 @@ import torch
 from datasets import DatasetDict, concatenate_datasets, load_from_disk
 from transformers import WhisperForAudioClassification
 
+import nser.experiment
 from bench import robustness, systems
 from corpus_fixtures import make_corpus, make_noise_folder
 from nser.ensemble import ensemble_rows
+from nser.speaker_norm import normalize_per_speaker
 from tiny_models import save_tiny_whisper, tiny_whisper_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -449,6 +451,27 @@ def test_inner_cv_system_chooses_per_seed_on_the_training_speakers_from_the_shar
     markdown = (tmp_path / "robustness.md").read_text()
     section = markdown.split("## Head settings chosen by inner cross-validation")[1].split("## ")[0]
     assert f"| (N-i) | – | 0 | `{record['chosen']}` |" in section
+
+
+def test_speaker_normalisation_with_an_enrolment_of_a_few_clips_per_test_speaker(tiny_assets, tmp_path, monkeypatch):
+    enrolment_sizes = []
+
+    def recording(ds, speakers, max_clips=None):
+        enrolment_sizes.append(max_clips)
+        return normalize_per_speaker(ds, speakers, max_clips=max_clips)
+
+    monkeypatch.setattr(nser.experiment, "normalize_per_speaker", recording)
+    argv = tiny_arguments(tiny_assets, tmp_path)
+    argv = argv[:argv.index("--seeds")] + ["--seeds", "0"] + argv[argv.index("--epochs"):argv.index("--systems")]
+    payload = robustness.main(argv + ["--systems", "probe_speaker_norm", "nser_default_speaker_norm", "--speaker_norm_clips", "2"])
+    for system in payload["systems"]:
+        assert system["spec"]["options"]["speaker_normalization_clips"] == 2
+        assert system["spec"]["title"].endswith("(transductive, 2 enrolment clips)")
+    # training (and for (N-s) validation) with every clip of each speaker; the 5 test conditions (clean, hum and white
+    # at 10 and 0 dB) with an enrolment of 2
+    assert enrolment_sizes == [None] + [2] * 5 + [None, None] + [2] * 5
+    with pytest.raises(SystemExit):
+        robustness.parse_args(["--speaker_norm_clips", "1"])
 
 
 def test_inner_cv_candidates_that_change_the_cache_are_refused_by_the_benchmark(capsys):

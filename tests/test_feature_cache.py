@@ -10,7 +10,7 @@ from datasets import Dataset
 from modeling_nser import NserLayerStates, WhisperForNoisyEmotionClassification
 from nser.feature_cache import backbone_fingerprint, cache_layer_states
 from nser.features import PaddingCollator
-from nser.speaker_norm import normalize_per_speaker
+from nser.speaker_norm import enrolment_rows, normalize_per_speaker
 from nser.training import fit_feature_statistics
 from tiny_models import FRAME_LEVEL, random_features, tiny_model
 
@@ -129,6 +129,26 @@ def test_speaker_normalisation_standardises_each_speaker_with_its_own_clips(tmp_
     frames = cache_layer_states(ds, tiny_model(use_decoder=False, **FRAME_LEVEL), tmp_path)
     with pytest.raises(ValueError, match="needs cached layer statistics"):
         normalize_per_speaker(frames, speakers)
+
+
+def test_speaker_normalisation_from_a_few_enrolment_clips_normalises_every_clip_of_the_speaker(tmp_path):
+    model = tiny_model(use_decoder=False)
+    ds = feature_dataset(lengths=(30, 57, 41, 66, 35, 48, 52))
+    cached = cache_layer_states(ds, model, tmp_path, dtype="float32")
+    speakers = ["x", "x", "x", "x", "x", "y", "y"]
+    values = np.asarray(cached.with_format("numpy")["encoder_layer_stats"])
+    enrolled = enrolment_rows(np.arange(5), 2)
+    assert len(enrolled) == 2 and set(enrolled) <= set(range(5))
+    np.testing.assert_array_equal(enrolment_rows(np.arange(5), 2), enrolled)  # a fixed draw
+    normalized = np.asarray(normalize_per_speaker(cached, speakers, max_clips=2).with_format("numpy")["encoder_layer_stats"])
+    reference = values[enrolled]
+    np.testing.assert_allclose(normalized[:5], (values[:5] - reference.mean(0)) / np.maximum(reference.std(0), 1e-4),
+                               rtol=1e-4, atol=1e-4)
+    y = values[5:]  # a speaker with no more clips than max_clips uses all of them
+    np.testing.assert_allclose(normalized[5:], (y - y.mean(0)) / np.maximum(y.std(0), 1e-4), rtol=1e-4, atol=1e-4)
+    assert not np.allclose(normalized[:5], np.asarray(normalize_per_speaker(cached, speakers).with_format("numpy")["encoder_layer_stats"])[:5])
+    with pytest.raises(ValueError, match="max_clips=1"):
+        normalize_per_speaker(cached, speakers, max_clips=1)
 
 
 def test_hypotheses_are_decoded_once_per_asr_setting_and_shared_by_other_heads(tmp_path, monkeypatch):

@@ -19,6 +19,7 @@ import nser.experiment
 import run_nser
 from corpus_fixtures import make_corpus, make_noise_folder
 from nser.ensemble import TEST_LOGITS_FILE, ensemble_rows
+from nser.speaker_norm import normalize_per_speaker
 from nser.training import NserTrainer
 from tiny_models import LABELS, save_tiny_whisper
 
@@ -259,13 +260,22 @@ def test_cross_validation_then_one_final_model_trained_on_every_speaker(assets, 
     assert not (out / "final-model" / TEST_LOGITS_FILE).exists()  # nothing is held out from the final model
 
 
-def test_speaker_normalisation_is_transductive_and_needs_pooled_statistics(assets, tmp_path):
+def test_speaker_normalisation_is_transductive_and_needs_pooled_statistics(assets, tmp_path, monkeypatch):
+    enrolment_sizes = []
+
+    def recording(ds, speakers, max_clips=None):
+        enrolment_sizes.append(max_clips)
+        return normalize_per_speaker(ds, speakers, max_clips=max_clips)
+
+    monkeypatch.setattr(nser.experiment, "normalize_per_speaker", recording)
     result = run_nser.main(arguments(
-        assets, tmp_path / "out", "--speaker_normalization", "true", "--num_train_epochs", "1", "--test_snrs", "0",
-        "--test_noise_types", "white",
+        assets, tmp_path / "out", "--speaker_normalization", "true", "--speaker_normalization_clips", "3",
+        "--num_train_epochs", "1", "--test_snrs", "0", "--test_noise_types", "white",
     ))
+    # training copies and validation use every clip of their speakers; each test condition (clean, white 0 dB) 3
+    assert enrolment_sizes[-2:] == [3, 3] and set(enrolment_sizes[:-2]) == {None}
     card = (tmp_path / "out" / "model" / "README.md").read_text()
-    assert "per-speaker normalisation (transductive)" in card
+    assert "per-speaker normalisation (transductive)" in card and "from 3 of its clips per condition" in card
     train = result["trainer"].train_dataset
     values = np.asarray(train["encoder_layer_stats"], dtype=np.float32)
     np.testing.assert_allclose(values[: len(train) // 2].mean(axis=0), 0.0, atol=2e-2)  # speakers' means removed
