@@ -24,3 +24,19 @@ def noise_folder(tmp_path) -> Path:
             noise = (0.1 * rng.standard_normal(16000)).astype(np.float32)
             soundfile.write(root / category / f"{category}-{index}.wav", noise, 16000, subtype="FLOAT")
     return root
+
+
+@pytest.fixture
+def enrolment_sizes(monkeypatch) -> list:
+    """The `max_clips` of every speaker normalisation a run does (None: each speaker's every clip), in call order."""
+    import nser.experiment
+    from nser.speaker_norm import normalize_per_speaker
+
+    sizes = []
+
+    def recording(ds, speakers, max_clips=None):
+        sizes.append(max_clips)
+        return normalize_per_speaker(ds, speakers, max_clips=max_clips)
+
+    monkeypatch.setattr(nser.experiment, "normalize_per_speaker", recording)
+    return sizes

@@ -16,11 +16,9 @@ import torch
 from datasets import DatasetDict, concatenate_datasets, load_from_disk
 from transformers import WhisperForAudioClassification
 
-import nser.experiment
 from bench import robustness, systems
 from corpus_fixtures import make_corpus, make_noise_folder
 from nser.ensemble import ensemble_rows
-from nser.speaker_norm import normalize_per_speaker
 from tiny_models import save_tiny_whisper, tiny_whisper_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -453,14 +451,7 @@ def test_inner_cv_system_chooses_per_seed_on_the_training_speakers_from_the_shar
     assert f"| (N-i) | – | 0 | `{record['chosen']}` |" in section
 
 
-def test_speaker_normalisation_with_an_enrolment_of_a_few_clips_per_test_speaker(tiny_assets, tmp_path, monkeypatch):
-    enrolment_sizes = []
-
-    def recording(ds, speakers, max_clips=None):
-        enrolment_sizes.append(max_clips)
-        return normalize_per_speaker(ds, speakers, max_clips=max_clips)
-
-    monkeypatch.setattr(nser.experiment, "normalize_per_speaker", recording)
+def test_speaker_normalisation_with_an_enrolment_of_a_few_clips_per_test_speaker(tiny_assets, tmp_path, enrolment_sizes):
     argv = tiny_arguments(tiny_assets, tmp_path)
     argv = argv[:argv.index("--seeds")] + ["--seeds", "0"] + argv[argv.index("--epochs"):argv.index("--systems")]
     payload = robustness.main(argv + ["--systems", "probe_speaker_norm", "nser_default_speaker_norm", "--speaker_norm_clips", "2"])

@@ -19,7 +19,6 @@ import nser.experiment
 import run_nser
 from corpus_fixtures import make_corpus, make_noise_folder
 from nser.ensemble import TEST_LOGITS_FILE, ensemble_rows
-from nser.speaker_norm import normalize_per_speaker
 from nser.training import NserTrainer
 from tiny_models import LABELS, save_tiny_whisper
 
@@ -260,14 +259,7 @@ def test_cross_validation_then_one_final_model_trained_on_every_speaker(assets, 
     assert not (out / "final-model" / TEST_LOGITS_FILE).exists()  # nothing is held out from the final model
 
 
-def test_speaker_normalisation_is_transductive_and_needs_pooled_statistics(assets, tmp_path, monkeypatch):
-    enrolment_sizes = []
-
-    def recording(ds, speakers, max_clips=None):
-        enrolment_sizes.append(max_clips)
-        return normalize_per_speaker(ds, speakers, max_clips=max_clips)
-
-    monkeypatch.setattr(nser.experiment, "normalize_per_speaker", recording)
+def test_speaker_normalisation_is_transductive_and_needs_pooled_statistics(assets, tmp_path, enrolment_sizes):
     result = run_nser.main(arguments(
         assets, tmp_path / "out", "--speaker_normalization", "true", "--speaker_normalization_clips", "3",
         "--num_train_epochs", "1", "--test_snrs", "0", "--test_noise_types", "white",
