@@ -148,10 +148,12 @@ PRESETS = {
 # a quarter of it (python -m bench.speed).
 COST_PER_CLIP_S = {"egemaps": 0.035, "real_length": 0.05, "real_length_stats": 0.05, "padded": 0.5, "decoder": 0.7}
 AUDIO_PREP_S = 0.01  # decoding, noise mixing and log-mel, per clip
-TRAIN_S_PER_EXAMPLE_EPOCH = 0.01  # nser head training from cached states (backward included; validation at a third)
+# nser head training from cached states (backward included; validation at a third): 0.0006 s for (N), 0.002 for (Nd)
+# (CASIA folds, 1440 noisy copies x 20 epochs in 49 and 90 s, checkpoints included; casia-cv-decoder-m5's log).
+TRAIN_S_PER_EXAMPLE_EPOCH = 0.001
 LORA_TRAIN_S_PER_CLIP = 0.15  # encoder forward and backward with LoRA (N-L), per training clip (CASIA, measured)
 INFERENCE_S_PER_CLIP = 0.003  # prediction from cached states
-RUN_OVERHEAD_S = 4.0  # per nser run: model load, backbone fingerprints; plus CHECKPOINT_S per epoch
+RUN_OVERHEAD_S = 10.0  # per nser run: model load, backbone fingerprints, cache reads; plus CHECKPOINT_S per epoch
 CHECKPOINT_S = 1.5  # saving a checkpoint (the frozen backbone is saved too, ~300 MB)
 
 
@@ -922,6 +924,8 @@ def render_markdown(args, command, setup, specs_results, plan, figures, env, fol
             f"### ({spec.number}) {spec.title}",
             "",
             f"`{spec.key}`: {spec.kind}" + (f", `{spec.config_overrides}`" if spec.config_overrides else "")
+            + (f", training `{_key_values(spec.training_overrides)}`" if spec.training_overrides else "")
+            + (f", noise `{_key_values(spec.noise_overrides)}`" if spec.noise_overrides else "")
             + f"; train {sizes['train']} / validation {sizes['validation']} / test {sizes['test']} clips; "
             f"seeds {' '.join(str(r['seed']) for r in results)}" + (f". {spec.note}." if spec.note else "."),
             "",
@@ -929,6 +933,12 @@ def render_markdown(args, command, setup, specs_results, plan, figures, env, fol
             markdown_table(rows, "ua"),
         ]
     return "\n".join(parts)
+
+
+def _key_values(overrides):
+    """{"weight_decay": 0.05, "speed_factors": [0.9, 1.1]} -> 'weight_decay=0.05,speed_factors=0.9 1.1'."""
+    return ",".join(f"{key}={' '.join(map(str, value)) if isinstance(value, (list, tuple)) else value}"
+                    for key, value in overrides.items())
 
 
 def _relative(path):

@@ -243,6 +243,9 @@ def test_every_system_runs_end_to_end_on_a_tiny_whisper_and_reuses_finished_runs
         assert frame[3] == "–" and frame[4] != "–"
     control = next(cells for name, cells in summary.items() if name.startswith("(4*)"))
     assert control[3] != "–"  # a matched control keeps the main SNRs
+    # each system's section names its training recipe, not only the shared one in Hyperparameters
+    assert ("`nser_default`: nser, `use_decoder=false`, training "
+            "`weight_decay=0.05,label_smoothing_factor=0.1,num_train_epochs=20`;") in markdown
     for system in payload["systems"]:
         conditions = {row["condition"] for row in system["aggregated"]}
         snrs = system["spec"]["snrs"]
@@ -433,6 +436,7 @@ def test_speed_perturbed_systems_train_on_new_draws_and_share_them(tiny_assets, 
     assert speed["cost"]["clips_computed"] == speed["sizes"]["train"] and reused == plain["cost"]["clips_computed"] - speed["sizes"]["train"]
     assert probe["cost"]["clips_computed"] == 0  # the probe reads the perturbed copies (N-sp) wrote
     assert all(math.isfinite(row["macro_f1_mean"]) for system in (speed, probe) for row in system["aggregated"])
+    assert "`probe_speed`: probe, noise `speed_factors=0.9 1.0 1.1`;" in (tmp_path / "robustness.md").read_text()
 
 
 def test_inner_cv_system_chooses_per_seed_on_the_training_speakers_from_the_shared_cache(tiny_assets, tmp_path):
