@@ -149,7 +149,8 @@ PRESETS = {
 COST_PER_CLIP_S = {"egemaps": 0.035, "real_length": 0.05, "real_length_stats": 0.05, "padded": 0.5, "decoder": 0.7}
 AUDIO_PREP_S = 0.01  # decoding, noise mixing and log-mel, per clip
 # nser head training from cached states (backward included; validation at a third): 0.0006 s for (N), 0.002 for (Nd)
-# (CASIA folds, 1440 noisy copies x 20 epochs in 49 and 90 s, checkpoints included; casia-cv-decoder-m5's log).
+# (CASIA folds, 1440 noisy copies x 20 epochs in 49 and 90 s, checkpoints included: Trainer's train_runtime in the
+# log of bench/README.md's casia-cv-decoder-m5 command).
 TRAIN_S_PER_EXAMPLE_EPOCH = 0.001
 LORA_TRAIN_S_PER_CLIP = 0.15  # encoder forward and backward with LoRA (N-L), per training clip (CASIA, measured)
 INFERENCE_S_PER_CLIP = 0.003  # prediction from cached states
