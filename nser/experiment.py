@@ -10,6 +10,7 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 from datasets import concatenate_datasets
 from transformers import EarlyStoppingCallback
 from transformers.trainer_utils import SaveStrategy
@@ -203,11 +204,12 @@ def head_trainer(model, args, train_dataset, eval_dataset, label_names, feature_
     )
 
 
-def choose_by_inner_cv(fold, train_dataset, label_names, model_args, data_args, training_args, class_weights, resume=True):
+def choose_by_inner_cv(fold, train_dataset, label_names, model_args, data_args, training_args, resume=True):
     """The `--inner_cv_candidates` entry with the best held-out macro-F1 in an inner cross-validation over the fold's
     training groups (`nser.inner_cv`), on the fold's cached training and validation states; the scores go to
     `<output_dir>/inner_cv.json`, whose choice a resumed run reuses when the candidates are the same. Inner runs
-    save no checkpoint and stop early never: each is scored at its best validation epoch."""
+    save no checkpoint and stop early never: each is scored at its best validation epoch. With
+    `--class_weighted_loss`, each inner run weighs the classes by its own training rows, not the whole fold's."""
     column = data_args.cv_column or data_args.speaker_column_name
     candidates = [parse_candidate(text) for text in data_args.inner_cv_candidates]
     output = Path(training_args.output_dir) / INNER_CV_RESULTS
@@ -222,6 +224,7 @@ def choose_by_inner_cv(fold, train_dataset, label_names, model_args, data_args, 
                          f"which is not a column; columns: {splits['train'].column_names}")
     validation = fold.validation_dataset()
     heldout_pool = concatenate_datasets([train_dataset, validation]).with_format("numpy")
+    train_labels = np.asarray(train_dataset["labels"])
 
     def score(candidate, train_rows, validation_rows, heldout_rows):
         model = build_model(model_args.model_name_or_path, label_names,
@@ -231,6 +234,9 @@ def choose_by_inner_cv(fold, train_dataset, label_names, model_args, data_args, 
         args.save_strategy, args.load_best_model_at_end = SaveStrategy.NO, False
         args.metric_for_best_model = "validation_macro_f1"
         eval_sets = {"validation": validation.select(validation_rows), "heldout": heldout_pool.select(heldout_rows)}
+        class_weights = None
+        if model_args.class_weighted_loss:
+            class_weights = inverse_frequency_weights(train_labels[train_rows], len(label_names))
         trainer = head_trainer(model, args, train_dataset.select(train_rows), eval_sets, label_names, None, class_weights)
         trainer.train()
         return best_epoch_score(trainer.state.log_history, "eval_validation_macro_f1", "eval_heldout_macro_f1")
@@ -281,7 +287,7 @@ def train_fold(splits, label_names, bank, model_args, data_args, noise_args, tra
         if not cache:
             raise ValueError("--inner_cv_candidates needs cached backbone states: a frozen backbone and --cache_features true")
         with stage("training", 0):  # the candidates' training counts as the fold's training time
-            candidate = choose_by_inner_cv(fold, train_dataset, label_names, model_args, data_args, args, class_weights, resume)
+            candidate = choose_by_inner_cv(fold, train_dataset, label_names, model_args, data_args, args, resume)
         model = build_model(model_args.model_name_or_path, label_names,
                             combined_overrides(model_args.config_overrides, candidate), model_args.freeze_backbone)
         args = with_training_overrides(args, candidate)

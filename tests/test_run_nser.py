@@ -19,7 +19,7 @@ import nser.experiment
 import run_nser
 from corpus_fixtures import make_corpus, make_noise_folder
 from nser.ensemble import TEST_LOGITS_FILE, ensemble_rows
-from nser.training import NserTrainer
+from nser.training import NserTrainer, inverse_frequency_weights
 from tiny_models import LABELS, save_tiny_whisper
 
 REPO = Path(__file__).resolve().parents[1]
@@ -295,6 +295,29 @@ def test_inner_cv_chooses_the_head_settings_on_the_training_speakers_and_a_resum
     chosen_second = record["chosen"] == candidates[1]
     assert result["trainer"].args.weight_decay == (0.3 if chosen_second else 0.0)
     assert result["trainer"].model.config.classifier_dropout == (0.0 if chosen_second else 0.3)
+
+
+def test_inner_cv_runs_weigh_the_classes_by_their_own_training_rows(assets, tmp_path, monkeypatch):
+    corpus = load_from_disk(str(assets["corpus"]))  # s1 has no clip of the first label: s1 + s2 are uneven, s2 is not
+    corpus.filter(lambda row: not (row["speaker"] == "s1" and row["label"] == 0)).save_to_disk(str(tmp_path / "uneven"))
+    seen, real = [], nser.experiment.head_trainer
+
+    def recording(model, args, train_dataset, *rest, **kwargs):
+        trainer = real(model, args, train_dataset, *rest, **kwargs)
+        seen.append((np.asarray(train_dataset["labels"]), trainer.class_weights))
+        return trainer
+
+    monkeypatch.setattr(nser.experiment, "head_trainer", recording)
+    argv = arguments(assets, tmp_path / "out", "--inner_cv_candidates", "", "--class_weighted_loss", "true",
+                     "--num_train_epochs", "1", "--test_snrs", "0", "--test_noise_types", "white")
+    argv[argv.index("--dataset_name") + 1] = str(tmp_path / "uneven")
+    run_nser.main(argv)
+    assert len(seen) == 3  # the inner runs holding out s1 and s2, then the fold's own training
+    for labels, weights in seen:
+        torch.testing.assert_close(weights, inverse_frequency_weights(labels, len(LABELS)))
+    inner_on_s2, inner_on_s1, fold = (weights for _, weights in seen)
+    assert torch.equal(inner_on_s2, torch.ones(len(LABELS)))  # s2 alone is balanced
+    assert inner_on_s1[0] == 0 and fold[0] > 1  # s1 alone lacks the label; the fold has it half as often
 
 
 def test_inner_cv_refuses_candidates_that_change_the_cache_and_corpora_without_groups(assets, tmp_path):
