@@ -56,7 +56,8 @@ def _snr_label(snr_db: float | None) -> str:
 
 
 def markdown_table(rows: Sequence[Mapping], metric: str = "macro_f1") -> str:
-    """One metric as a markdown table: noise types as rows (in first-seen order), SNRs as columns.
+    """One metric as a markdown table: noise types as rows (in first-seen order), SNRs as columns from the cleanest
+    to the noisiest (the order of the READMEs' tables and of `bench.robustness`'s default `--snrs`).
 
     Rows without an SNR (clean speech) fill a `clean` column. Cells are percentages with one
     decimal, or `mean ± std` when `rows` come from `aggregate`.
@@ -67,7 +68,7 @@ def markdown_table(rows: Sequence[Mapping], metric: str = "macro_f1") -> str:
         raise ValueError("no result rows to tabulate")
     cells = _by_noise_and_snr(rows)
     noise_types = list(dict.fromkeys(noise_type for noise_type, _ in cells))
-    snrs = sorted({snr for _, snr in cells}, key=lambda snr: (snr is not None, snr))
+    snrs = sorted({snr for _, snr in cells}, key=lambda snr: (snr is not None, -snr if snr is not None else 0.0))
     lines = [
         f"| {METRIC_TITLES[metric]} (%) | " + " | ".join(_snr_label(snr) for snr in snrs) + " |",
         "|---|" + "---:|" * len(snrs),

@@ -36,14 +36,14 @@ LAYER_WEIGHTS = {"encoder": [0.1, 0.2, 0.3, 0.4], "decoder": [0.5, 0.5]}
 
 def test_markdown_table_exact():
     assert markdown_table(ROWS) == (
-        "| Macro-F1 (%) | clean | -5 dB | 0 dB | 5 dB |\n"
+        "| Macro-F1 (%) | clean | 5 dB | 0 dB | -5 dB |\n"
         "|---|---:|---:|---:|---:|\n"
         "| clean | 81.2 | – | – | – |\n"
-        "| babble | – | – | 40.1 | 60.0 |\n"
-        "| white | – | 25.0 | – | 70.5 |\n"
+        "| babble | – | 60.0 | 40.1 | – |\n"
+        "| white | – | 70.5 | – | 25.0 |\n"
     )
     assert markdown_table(ROWS, "ua").splitlines()[:3] == [
-        "| UA (%) | clean | -5 dB | 0 dB | 5 dB |",
+        "| UA (%) | clean | 5 dB | 0 dB | -5 dB |",
         "|---|---:|---:|---:|---:|",
         "| clean | 80.0 | – | – | – |",
     ]
