@@ -144,9 +144,12 @@ PRESETS = {
 
 # For the plan's estimate only: seconds on a 2-core CPU (whisper-base float32, CASIA clips of ~2 s), from runs on a
 # busy machine scaled down; the report gives the measured times.
-# "decoder": the exact 30 s float32 window; `--decoder_config asr_window_seconds=10,asr_dtype=bfloat16` costs about
-# a quarter of it (python -m bench.speed).
-COST_PER_CLIP_S = {"egemaps": 0.035, "real_length": 0.05, "real_length_stats": 0.05, "padded": 0.5, "decoder": 0.7}
+# "decoder": the exact 30 s float32 window. "decoder_fast": a shorter window or a bfloat16 pass (`--decoder_config
+# asr_window_seconds=10,asr_dtype=bfloat16`: 127-319 ms per computed clip in bench/results' CASIA and RAVDESS
+# cross-validation reports). "decoder_prompt": `decoder_input=prompt`, the window encoder and no greedy decoding
+# (89-149 ms there).
+COST_PER_CLIP_S = {"egemaps": 0.035, "real_length": 0.05, "real_length_stats": 0.05, "padded": 0.5, "decoder": 0.7,
+                   "decoder_fast": 0.3, "decoder_prompt": 0.15}
 AUDIO_PREP_S = 0.01  # decoding, noise mixing and log-mel, per clip
 # nser head training from cached states (backward included; validation at a third): 0.0006 s for (N), 0.002 for (Nd)
 # (CASIA folds, 1440 noisy copies x 20 epochs in 49 and 90 s, checkpoints included: Trainer's train_runtime in the
@@ -499,13 +502,23 @@ def execution_order(specs):
 
 
 def backbone_of(spec):
-    if spec.kind == "egemaps":
-        return "egemaps"
-    if spec.kind == "wfac":
-        return "padded"
-    if spec.kind == "probe" or "pool_before_fusion=false" not in (spec.config_overrides or ""):
-        return "real_length_stats"
-    return "decoder" if "use_decoder=true" in (spec.config_overrides or "") else "real_length"
+    """(cache, cost) of a spec's features: systems with the same cache extract once; cost is a COST_PER_CLIP_S key.
+    A decoder system's cache is keyed by its whole config, as hypotheses and decoder states depend on every ASR setting."""
+    if spec.kind in ("egemaps", "wfac"):
+        family = "egemaps" if spec.kind == "egemaps" else "padded"
+        return family, family
+    overrides = spec.config_overrides or ""
+    settings = dict(item.split("=", 1) for item in overrides.split(",") if "=" in item)
+    if spec.kind == "nser" and settings.get("use_decoder") == "true":
+        if settings.get("decoder_input") == "prompt":
+            cost = "decoder_prompt"
+        elif float(settings.get("asr_window_seconds", 30)) < 30 or settings.get("asr_dtype", "float32") != "float32":
+            cost = "decoder_fast"
+        else:
+            cost = "decoder"
+        return f"decoder:{overrides}", cost
+    family = "real_length" if settings.get("pool_before_fusion") == "false" and spec.kind == "nser" else "real_length_stats"
+    return family, family
 
 
 def estimate_minutes(specs, sizes, noise_types, augment_copies, epochs):
@@ -513,7 +526,7 @@ def estimate_minutes(specs, sizes, noise_types, augment_copies, epochs):
     done, minutes = set(), {}
     for spec in execution_order(specs):
         n = sizes[spec.key]
-        family = backbone_of(spec)
+        cache, cost = backbone_of(spec)
         noise = "noise" if spec.train_with_noise else "clean"
         train_clips = n["train"] * (augment_copies if spec.train_with_noise else 1)
         variants = [("train", spec.subset["train"], noise, train_clips), ("validation", spec.subset["validation"], noise, n["validation"])]
@@ -528,9 +541,9 @@ def estimate_minutes(specs, sizes, noise_types, augment_copies, epochs):
             continue
         seconds = 0.0
         for split, size, variant, clips in variants:
-            if (family, split, size, variant) not in done:
-                done.add((family, split, size, variant))
-                seconds += clips * (COST_PER_CLIP_S[family] + AUDIO_PREP_S)
+            if (cache, split, size, variant) not in done:
+                done.add((cache, split, size, variant))
+                seconds += clips * (COST_PER_CLIP_S[cost] + AUDIO_PREP_S)
         if spec.kind == "nser":
             per_epoch = (train_clips + n["validation"] / 3) * TRAIN_S_PER_EXAMPLE_EPOCH + CHECKPOINT_S
             runs = len(spec.options.get("ensemble_seeds") or spec.seeds)

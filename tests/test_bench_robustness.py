@@ -120,6 +120,30 @@ def test_layer_weight_table_and_cost_rows():
                     "inference_clips": 30, "wall_s": 16.0, "peak_rss_mb": 950.0}
 
 
+def test_plan_estimate_prices_decoder_systems_by_their_asr_settings_and_shares_only_identical_caches():
+    asr = "use_decoder=true,asr_language=zh"
+    fast = f"{asr},asr_window_seconds=10,asr_dtype=bfloat16"
+    specs = [spec("nser_default"), spec("nser_default_encdec", "Nd", config_overrides=asr),
+             spec("nser_default_encdec_clean", "Ndc", config_overrides=asr, train_with_noise=False),
+             spec("nser_default_encdec_prompt", "Nd-p", config_overrides=f"{asr},decoder_input=prompt")]
+    sizes = {s.key: {"train": 100, "validation": 10, "test": 50} for s in specs}
+
+    def minutes(systems_):
+        return robustness.estimate_minutes(systems_, sizes, ["babble"], augment_copies=2, epochs=1)
+
+    alone = {s.key: minutes([s])[s.key] for s in specs}
+    together = minutes(specs)
+    # the decoder pass is priced as such (it was priced as the encoder's), the prompt-only pass in between
+    assert alone["nser_default"] < alone["nser_default_encdec_prompt"] < alone["nser_default_encdec"]
+    # (N)'s cache does not serve (Nd); (Nd)'s serves (Ndc)'s test clips (clean + babble at 2 SNRs), not its clean training
+    assert together["nser_default_encdec"] == pytest.approx(alone["nser_default_encdec"])
+    test_extraction_min = 50 * 3 * (robustness.COST_PER_CLIP_S["decoder"] + robustness.AUDIO_PREP_S) / 60
+    assert together["nser_default_encdec_clean"] == pytest.approx(alone["nser_default_encdec_clean"] - test_extraction_min)
+    # a shorter bfloat16 window costs less than the exact one
+    faster = spec("nser_default_encdec", "Nd", config_overrides=fast)
+    assert minutes([faster])["nser_default_encdec"] < alone["nser_default_encdec"] / 2
+
+
 def test_stratified_subsets_are_balanced_nested_and_fixed():
     labels = [0] * 10 + [1] * 10 + [2] * 4
     six = robustness.stratified_indices(labels, 6, seed=0)
