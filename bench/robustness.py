@@ -145,7 +145,7 @@ PRESETS = {
 # For the plan's estimate only: seconds on a 2-core CPU (whisper-base float32, CASIA clips of ~2 s), from runs on a
 # busy machine scaled down; the report gives the measured times.
 # "decoder": the exact 30 s float32 window. "decoder_fast": a shorter window or a bfloat16 pass (`--decoder_config
-# asr_window_seconds=10,asr_dtype=bfloat16`: 127-319 ms per computed clip in bench/results' CASIA and RAVDESS
+# asr_window_seconds=10,asr_dtype=bfloat16`: 127-385 ms per computed clip in bench/results' CASIA and RAVDESS
 # cross-validation reports). "decoder_prompt": `decoder_input=prompt`, the window encoder and no greedy decoding
 # (89-149 ms there).
 COST_PER_CLIP_S = {"egemaps": 0.035, "real_length": 0.05, "real_length_stats": 0.05, "padded": 0.5, "decoder": 0.7,
