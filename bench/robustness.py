@@ -61,6 +61,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from bench.systems import SYSTEM_FUNCTIONS, SYNTHETIC_TRAIN_NOISE, Setup, SystemSpec, fingerprint, mean_layer_weights, sum_stages
+from configuration_nser import NserConfig
 from nser.arguments import DataArguments, NoiseArguments
 from nser.atomic import write_text_atomic
 from nser.data import VALIDATION_MODES, cross_validation_folds, stratified_validation
@@ -69,6 +70,7 @@ from nser.inner_cv import parse_candidate, parse_settings
 from nser.metrics import SCALAR_METRICS
 from nser.preflight import PreflightError, preflight
 from nser.report import aggregate, markdown_table
+from nser.training import parse_config_overrides
 
 logger = logging.getLogger("bench.robustness")
 
@@ -503,22 +505,22 @@ def execution_order(specs):
 
 def backbone_of(spec):
     """(cache, cost) of a spec's features: systems with the same cache extract once; cost is a COST_PER_CLIP_S key.
+    Read from the NserConfig the system builds, so defaults count as at run time (NserConfig's use_decoder is true).
     A decoder system's cache is keyed by its whole config, as hypotheses and decoder states depend on every ASR setting."""
     if spec.kind in ("egemaps", "wfac"):
         family = "egemaps" if spec.kind == "egemaps" else "padded"
         return family, family
-    overrides = spec.config_overrides or ""
-    settings = dict(item.split("=", 1) for item in overrides.split(",") if "=" in item)
-    if spec.kind == "nser" and settings.get("use_decoder") == "true":
-        if settings.get("decoder_input") == "prompt":
-            cost = "decoder_prompt"
-        elif float(settings.get("asr_window_seconds", 30)) < 30 or settings.get("asr_dtype", "float32") != "float32":
-            cost = "decoder_fast"
-        else:
-            cost = "decoder"
-        return f"decoder:{overrides}", cost
-    family = "real_length" if settings.get("pool_before_fusion") == "false" and spec.kind == "nser" else "real_length_stats"
-    return family, family
+    config = NserConfig(**parse_config_overrides(spec.config_overrides)) if spec.kind == "nser" else None
+    if config is None or not config.use_decoder:  # the probe reads the pooled encoder cache
+        family = "real_length" if config is not None and not config.pool_before_fusion else "real_length_stats"
+        return family, family
+    if config.decoder_input == "prompt":
+        cost = "decoder_prompt"
+    elif config.asr_window_seconds < NserConfig().asr_window_seconds or config.asr_dtype != "float32":
+        cost = "decoder_fast"  # shorter than Whisper's own 30 s window, or a bfloat16 pass
+    else:
+        cost = "decoder"
+    return f"decoder:{spec.config_overrides}", cost
 
 
 def estimate_minutes(specs, sizes, noise_types, augment_copies, epochs):

@@ -123,7 +123,7 @@ def test_layer_weight_table_and_cost_rows():
 def test_plan_estimate_prices_decoder_systems_by_their_asr_settings_and_shares_only_identical_caches():
     asr = "use_decoder=true,asr_language=zh"
     fast = f"{asr},asr_window_seconds=10,asr_dtype=bfloat16"
-    specs = [spec("nser_default"), spec("nser_default_encdec", "Nd", config_overrides=asr),
+    specs = [spec("nser_default", config_overrides="use_decoder=false"), spec("nser_default_encdec", "Nd", config_overrides=asr),
              spec("nser_default_encdec_clean", "Ndc", config_overrides=asr, train_with_noise=False),
              spec("nser_default_encdec_prompt", "Nd-p", config_overrides=f"{asr},decoder_input=prompt")]
     sizes = {s.key: {"train": 100, "validation": 10, "test": 50} for s in specs}
@@ -142,6 +142,8 @@ def test_plan_estimate_prices_decoder_systems_by_their_asr_settings_and_shares_o
     # a shorter bfloat16 window costs less than the exact one
     faster = spec("nser_default_encdec", "Nd", config_overrides=fast)
     assert minutes([faster])["nser_default_encdec"] < alone["nser_default_encdec"] / 2
+    # no overrides is NserConfig's default, which runs the decoder at the exact window
+    assert minutes([spec("nser_default_encdec", "Nd")])["nser_default_encdec"] == pytest.approx(alone["nser_default_encdec"])
 
 
 def test_stratified_subsets_are_balanced_nested_and_fixed():
