@@ -66,6 +66,16 @@ class NserConfig(PretrainedConfig):
             mean) and the training loss is the mean of each head's cross-entropy. `nser.ensemble.merge_models` builds
             such a model from models trained apart with different seeds: the seed ensemble (Ne) of the benchmark in
             one deployable model. Not in the paper.
+        speaker_adversarial_weight (`float`, *optional*, defaults to 0.0):
+            Speaker-adversarial training (domain-adversarial, Ganin & Lempitsky 2015) when > 0: a speaker classifier
+            (one hidden layer) on each head's embedding learns the training speakers, and a gradient reversal layer
+            hands the embedding minus this weight times its gradient, pushing the embedding towards features that do
+            not tell the training speakers apart. The weight is constant (no ramp). Training only: the speaker
+            classifier is never used at inference. Needs `num_speakers` >= 2 and speaker ids in training
+            (`run_nser.py` sets both from `--speaker_column_name`). Not in the paper.
+        num_speakers (`int`, *optional*, defaults to 0):
+            Training speakers the speaker classifier of `speaker_adversarial_weight` tells apart; set from the data
+            by `run_nser.py`, so a config may leave it 0 until a model is built from it.
         decoder_input (`str`, *optional*, defaults to `"hypothesis"`):
             What the decoder reads: `"hypothesis"` (the model's own greedy ASR hypothesis after the task prompt)
             or `"prompt"` (the task prompt only, no decoding). The paper's exact decoder input is not published.
@@ -123,6 +133,8 @@ class NserConfig(PretrainedConfig):
         feature_dropout=0.0,
         linear_readout=False,
         num_heads=1,
+        speaker_adversarial_weight=0.0,
+        num_speakers=0,
         decoder_input="hypothesis",
         asr_language=None,
         asr_task="transcribe",
@@ -156,6 +168,8 @@ class NserConfig(PretrainedConfig):
         self.feature_dropout = feature_dropout
         self.linear_readout = linear_readout
         self.num_heads = num_heads
+        self.speaker_adversarial_weight = speaker_adversarial_weight
+        self.num_speakers = num_speakers
         self.decoder_input = decoder_input
         self.asr_language = asr_language
         self.asr_task = asr_task
@@ -217,6 +231,10 @@ class NserConfig(PretrainedConfig):
         if self.asr_cast_weights and self.asr_dtype == "float32":
             raise ValueError("asr_cast_weights=True casts the ASR pass's weights to asr_dtype, which is 'float32' here "
                              "(nothing to cast): set asr_dtype='bfloat16' or asr_cast_weights=False")
+        if self.speaker_adversarial_weight < 0:
+            raise ValueError(f"speaker_adversarial_weight must be >= 0, got {self.speaker_adversarial_weight}")
+        if int(self.num_speakers) < 0:
+            raise ValueError(f"num_speakers must be >= 0, got {self.num_speakers!r}")
         for name in ("classifier_dropout", "feature_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")

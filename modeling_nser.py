@@ -55,11 +55,13 @@ class NserLayerStates(ModelOutput):
 
 @dataclass
 class NserClassifierOutput(SequenceClassifierOutput):
-    """`SequenceClassifierOutput` plus the decoder input used, so callers can show the ASR hypothesis, and, for
-    several heads (`num_heads` > 1), each head's logits, `(batch, heads, labels)`."""
+    """`SequenceClassifierOutput` plus the decoder input used, so callers can show the ASR hypothesis, for
+    several heads (`num_heads` > 1) each head's logits, `(batch, heads, labels)`, and in speaker-adversarial
+    training (`speaker_adversarial_weight` > 0, `speaker_ids` given) the speaker classifiers' mean cross-entropy."""
 
     hypothesis_ids: torch.LongTensor | None = None
     head_logits: torch.FloatTensor | None = None
+    speaker_loss: torch.FloatTensor | None = None
 
 
 class SingleLayerFusion(nn.Module):
@@ -165,6 +167,20 @@ def ensemble_logits(head_logits):
     return probabilities.log().to(head_logits.dtype)
 
 
+class _ReverseGradient(torch.autograd.Function):
+    """Identity forward; the gradient times -weight backward (the gradient reversal layer of domain-adversarial
+    training)."""
+
+    @staticmethod
+    def forward(ctx, inputs, weight):
+        ctx.weight = weight
+        return inputs.view_as(inputs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.weight * grad, None
+
+
 def layer_statistics(states, mask):
     """(B, L, T, D) states and a (B, T) mask -> (B, L, 2, D): each layer's mean and std over real frames only."""
     batch, layers, frames, dim = states.shape
@@ -219,7 +235,7 @@ class NserHead(nn.Module):
     @staticmethod
     def build(module, config):
         """Give `module` a head's submodules: `encoder_fusion`, `decoder_fusion` (or None), `embedding`, `classifier`,
-        `linear_readout` (or None)."""
+        `linear_readout` (or None), `speaker_classifier` (or None)."""
         hidden = _fusion_input_dim(config)
         pool_factor = 2 if config.pooling == "mean_std" else 1
         module.encoder_fusion = build_fusion(
@@ -240,6 +256,14 @@ class NserHead(nn.Module):
             nn.Dropout(config.classifier_dropout),
         )
         module.classifier = nn.Linear(config.embedding_dim, config.num_labels)
+        module.speaker_classifier = None
+        if config.speaker_adversarial_weight > 0:  # training only: reads the embedding through a gradient reversal
+            if config.num_speakers < 2:
+                raise ValueError(f"speaker_adversarial_weight={config.speaker_adversarial_weight} needs num_speakers >= 2 "
+                                 f"training speakers to tell apart, got num_speakers={config.num_speakers!r}")
+            module.speaker_classifier = nn.Sequential(
+                nn.Linear(config.embedding_dim, config.embedding_dim), nn.GELU(), nn.Linear(config.embedding_dim, config.num_speakers)
+            )
         # The linear probe's model (logistic regression on every standardised layer vector) beside the adapter.
         readout_layers = config.num_encoder_states + (config.num_decoder_states if config.use_decoder else 0)
         module.linear_readout = nn.Linear(readout_layers * hidden, config.num_labels) if config.linear_readout else None
@@ -616,12 +640,16 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
 
     def head_logits(self, states: NserLayerStates):
         """(heads, B, labels): every head's logits on (possibly cached) layer states or statistics."""
+        return self._head_outputs(states)[0]
+
+    def _head_outputs(self, states: NserLayerStates):
+        """Every head's logits, stacked (heads, B, labels), and its embedding (B, embedding_dim), in a list."""
         groups = ["encoder"]
         if self.config.use_decoder:
             if states.decoder_layer_states is None and states.decoder_layer_stats is None:
                 raise ValueError("use_decoder=True but no decoder_layer_states (or decoder_layer_stats) were given")
             groups.append("decoder")
-        inputs, logits = {}, []
+        inputs, logits, embeddings = {}, [], []
         for head in self.heads:
             pooled = []
             for group in groups:
@@ -630,11 +658,24 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
                 fused = getattr(head, f"{group}_fusion")(inputs[group])
                 pooled.append(fused[:, 0] if self.config.pool_before_fusion else masked_pool(
                     fused, getattr(states, f"{group}_layer_mask"), self.config.pooling))
-            scores = head.classifier(head.embedding(torch.cat(pooled, dim=-1)))
+            embeddings.append(head.embedding(torch.cat(pooled, dim=-1)))
+            scores = head.classifier(embeddings[-1])
             if head.linear_readout is not None:
                 scores = scores + head.linear_readout(torch.cat([inputs[group].flatten(1) for group in groups], dim=-1))
             logits.append(scores)
-        return torch.stack(logits)
+        return torch.stack(logits), embeddings
+
+    def speaker_adversarial_loss(self, embeddings, speaker_ids):
+        """The heads' mean speaker cross-entropy, read through a gradient reversal: the speaker classifiers learn
+        the speakers while each embedding is pushed (by `speaker_adversarial_weight`) not to reveal them."""
+        weight = self.config.speaker_adversarial_weight
+        speaker_ids = speaker_ids.to(embeddings[0].device).long()
+        if speaker_ids.min() < 0 or speaker_ids.max() >= self.config.num_speakers:
+            raise ValueError(f"speaker_ids must be in [0, num_speakers={self.config.num_speakers}), got "
+                             f"{speaker_ids.min().item()}..{speaker_ids.max().item()}")
+        losses = [nn.functional.cross_entropy(head.speaker_classifier(_ReverseGradient.apply(embedding, weight)).float(), speaker_ids)
+                  for head, embedding in zip(self.heads, embeddings)]
+        return torch.stack(losses).mean()
 
     def classify_layer_states(self, states: NserLayerStates):
         """Fusion, masked pooling, embedding and classifier on (possibly cached) layer states or statistics; with
@@ -654,6 +695,7 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
         decoder_layer_mask=None,
         encoder_layer_stats=None,
         decoder_layer_stats=None,
+        speaker_ids=None,
         return_dict=None,
         **kwargs,
     ):
@@ -671,6 +713,9 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
             Precomputed `NserLayerStates` (e.g. from the feature cache) instead of `input_features`.
         encoder_layer_stats, decoder_layer_stats (*optional*):
             Precomputed per-layer statistics (`pool_before_fusion=True`, e.g. from the feature cache).
+        speaker_ids (`torch.LongTensor` of shape `(batch,)`, *optional*):
+            Training speaker of each clip, in `[0, num_speakers)`: in training with `speaker_adversarial_weight` > 0
+            the speaker-adversarial loss is returned as `speaker_loss` and added to `loss`. Ignored otherwise.
         """
         if encoder_layer_states is not None or encoder_layer_stats is not None:
             states = NserLayerStates(
@@ -681,14 +726,19 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
             states = self.extract_layer_states(input_features, attention_mask, decoder_input_ids, decoder_attention_mask)
         else:
             raise ValueError("Pass input_features (log-mel) or encoder_layer_states (precomputed).")
-        per_head = self.head_logits(states)
+        per_head, embeddings = self._head_outputs(states)
         logits = ensemble_logits(per_head)
-        loss = None
+        loss = speaker_loss = None
+        if speaker_ids is not None and self.training and self.config.speaker_adversarial_weight > 0:
+            speaker_loss = self.speaker_adversarial_loss(embeddings, speaker_ids)
         if labels is not None:  # each head learns on its own: the mean of their losses, not the ensemble's
             targets = labels.to(logits.device).long().repeat(len(per_head))
             loss = nn.functional.cross_entropy(per_head.flatten(0, 1).float(), targets)
+            if speaker_loss is not None:
+                loss = loss + speaker_loss
         output = NserClassifierOutput(loss=loss, logits=logits, hypothesis_ids=states.hypothesis_ids,
-                                      head_logits=per_head.transpose(0, 1) if len(per_head) > 1 else None)
+                                      head_logits=per_head.transpose(0, 1) if len(per_head) > 1 else None,
+                                      speaker_loss=speaker_loss)
         if return_dict is False:
             return output.to_tuple()
         return output

@@ -80,7 +80,7 @@ def ensemble_rows(paths: Sequence, label_names: Sequence[str]) -> list[dict]:
     return rows
 
 
-HEAD_MODULES = ("encoder_fusion", "decoder_fusion", "embedding", "classifier", "linear_readout")
+HEAD_MODULES = ("encoder_fusion", "decoder_fusion", "embedding", "classifier", "linear_readout", "speaker_classifier")
 
 
 def _shared_settings(config) -> dict:

@@ -5,6 +5,7 @@
 
 import contextlib
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -28,7 +29,9 @@ from nser.noise_bank import NoiseBank
 from nser.report import aggregate
 from nser.resume import discard_interrupted_save, last_complete_checkpoint
 from nser.speaker_norm import normalize_per_speaker
-from nser.training import NserTrainer, build_model, evaluate_conditions, fit_feature_statistics, inverse_frequency_weights
+from nser.training import (
+    NserTrainer, build_model, evaluate_conditions, fit_feature_statistics, inverse_frequency_weights, parse_config_overrides,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -143,12 +146,33 @@ def untimed(name, clips):
     return contextlib.nullcontext()
 
 
-class Fold:
-    """The datasets of one train/validation/test split, featurised (and cached) for one model."""
+def speaker_index(train_split, column):
+    """{speaker: id} over the training split's speakers (sorted), for speaker-adversarial training."""
+    if column not in train_split.column_names:
+        raise ValueError(f"speaker_adversarial_weight > 0 needs each training clip's speaker: --speaker_column_name "
+                         f"{column!r} is not a column; columns: {train_split.column_names}")
+    speakers = sorted(set(train_split[column]))
+    if len(speakers) < 2:
+        raise ValueError(f"speaker_adversarial_weight > 0 needs at least two training speakers in {column!r}, got {speakers}")
+    return {speaker: i for i, speaker in enumerate(speakers)}
 
-    def __init__(self, splits, model, feature_extractor, bank, data_args, noise_args, training_args, cache, stage=untimed):
+
+def with_speaker_count(model_args, speakers):
+    """`model_args` whose config overrides also set `num_speakers` (when training speaker-adversarially)."""
+    if not speakers:
+        return model_args
+    overrides = ",".join(filter(None, [model_args.config_overrides, f"num_speakers={len(speakers)}"]))
+    return dataclasses.replace(model_args, config_overrides=overrides)
+
+
+class Fold:
+    """The datasets of one train/validation/test split, featurised (and cached) for one model. `speakers`: the
+    {speaker: id} map that adds `speaker_ids` to the training set (speaker-adversarial training), or None."""
+
+    def __init__(self, splits, model, feature_extractor, bank, data_args, noise_args, training_args, cache, stage=untimed,
+                 speakers=None):
         self.data_args, self.noise_args, self.training_args = data_args, noise_args, training_args
-        self.model, self.cache, self.stage = model, cache, stage
+        self.model, self.cache, self.stage, self.speakers = model, cache, stage, speakers
         self.featurize = make_feature_function(feature_extractor, data_args.audio_column_name, data_args.label_column_name)
         seed = training_args.seed
         limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples, "test": data_args.max_test_samples}
@@ -173,14 +197,29 @@ class Fold:
                 states = normalize_per_speaker(states, ds[self.data_args.speaker_column_name], max_clips=enrolment_clips)
             return states.with_format("numpy")
 
+    def _speaker_ids(self, speakers):
+        return [self.speakers[speaker] for speaker in speakers]
+
     def train_dataset(self):
         """Cached: `augment_copies` fixed noisy draws per example. Otherwise a new draw every epoch."""
+        column = self.data_args.speaker_column_name
         if self.cache or not self.noise_args.train_with_noise:
-            return concatenate_datasets([self._map(ds, augmentation, name) for name, ds, augmentation in self.views.train()]), None
+            views = [self._map(ds, augmentation, name) for name, ds, augmentation in self.views.train()]
+            if self.speakers:
+                ids = self._speaker_ids(self.views.splits["train"][column])
+                views = [view.add_column("speaker_ids", ids) for view in views]
+            return concatenate_datasets(views), None
         augmentation = self.views.augmentation()
         train = self.views.splits["train"]
         ids = train.add_column("id", [str(i) for i in range(len(train))])
-        return ids.with_transform(lambda batch: self.featurize(augmentation(batch))), augmentation
+
+        def transform(batch):
+            features = self.featurize(augmentation(batch))
+            if self.speakers:
+                features["speaker_ids"] = self._speaker_ids(batch[column])
+            return features
+
+        return ids.with_transform(transform), augmentation
 
     def validation_dataset(self):
         name, ds, augmentation = self.views.validation()
@@ -259,6 +298,10 @@ def train_fold(splits, label_names, bank, model_args, data_args, noise_args, tra
     `stage(name, clips)`, when given, returns a context manager wrapped around each stage: "extraction" (backbone
     states written to or read from the feature cache, once per split and condition), "training" and
     "inference" (every test condition); benchmarks use it to time them."""
+    speakers = None
+    if parse_config_overrides(model_args.config_overrides).get("speaker_adversarial_weight", 0) > 0:
+        speakers = speaker_index(splits["train"], data_args.speaker_column_name)
+        model_args = with_speaker_count(model_args, speakers)
     model = build_model(model_args.model_name_or_path, label_names, model_args.config_overrides, model_args.freeze_backbone)
     feature_extractor = model.build_feature_extractor()
     if model_args.use_lora:
@@ -273,7 +316,7 @@ def train_fold(splits, label_names, bank, model_args, data_args, noise_args, tra
                              "true and pool_before_fusion=true")
         logger.warning("speaker normalisation (transductive): each test speaker is normalised with its own clips; "
                        "single-clip inference (pipeline, handler, demo) does not do this")
-    fold = Fold(splits, model, feature_extractor, bank, data_args, noise_args, training_args, cache, stage)
+    fold = Fold(splits, model, feature_extractor, bank, data_args, noise_args, training_args, cache, stage, speakers)
     train_dataset, augmentation = fold.train_dataset()
     args = copy.deepcopy(training_args)
     args.remove_unused_columns = augmentation is None  # a transform needs its raw columns

@@ -80,8 +80,9 @@ class PaddingCollator:
         for key in self.stats_keys:
             if key in examples[0]:
                 batch[key] = torch.as_tensor(np.stack([np.asarray(e[key]) for e in examples]), dtype=torch.float32)
-        if "labels" in examples[0]:
-            batch["labels"] = torch.tensor([int(e["labels"]) for e in examples])
+        for key in ("labels", "speaker_ids"):
+            if key in examples[0]:
+                batch[key] = torch.tensor([int(e[key]) for e in examples])
         return batch
 
 

@@ -17,8 +17,8 @@ logger = logging.getLogger(__name__)
 
 
 class NserTrainer(Trainer):
-    """`Trainer` with an optional class-weighted cross-entropy (inverse class frequency) for imbalanced corpora, and
-    per-head losses for ensembles (`num_heads` > 1)."""
+    """`Trainer` with an optional class-weighted cross-entropy (inverse class frequency) for imbalanced corpora,
+    per-head losses for ensembles (`num_heads` > 1) and the speaker-adversarial loss (`speaker_ids` in the batch)."""
 
     def __init__(self, *args, class_weights=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -27,8 +27,9 @@ class NserTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Trainer's own loss for one head without class weights. Otherwise every head's cross-entropy (class-weighted
         when asked, smoothed by `label_smoothing_factor`), averaged over heads: each head learns on its own, as a
-        member trained apart would, instead of the ensemble's output being fitted."""
-        if self.class_weights is None and self.model.config.num_heads == 1:
+        member trained apart would, instead of the ensemble's output being fitted; plus the model's speaker-adversarial
+        loss when the batch has `speaker_ids`."""
+        if self.class_weights is None and self.model.config.num_heads == 1 and "speaker_ids" not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs.pop("labels")
         outputs = model(**inputs)
@@ -39,6 +40,8 @@ class NserTrainer(Trainer):
                                               label_smoothing=self.args.label_smoothing_factor)
             for k in range(per_head.shape[1])
         ]).mean()
+        if outputs.speaker_loss is not None:
+            loss = loss + outputs.speaker_loss
         return (loss, outputs) if return_outputs else loss
 
 

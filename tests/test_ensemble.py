@@ -83,10 +83,16 @@ def mean_probabilities(models, features):
         return torch.stack([m(input_features=features).logits.softmax(-1) for m in models]).mean(0)
 
 
-@pytest.mark.parametrize("linear_readout", [False, True])
-def test_merged_model_scores_the_members_mean_probabilities(linear_readout):
-    models = members(linear_readout=linear_readout)
+@pytest.mark.parametrize("config", [{}, {"linear_readout": True}, {"speaker_adversarial_weight": 0.3, "num_speakers": 3}])
+def test_merged_model_scores_the_members_mean_probabilities(config):
+    models = members(**config)
     merged = merge_models(models)
+    for head, model in zip(merged.heads, models):  # every head module travels, the training-only ones included
+        for name in ("linear_readout", "speaker_classifier"):
+            source = getattr(model, name)
+            assert (getattr(head, name) is None) == (source is None)
+            if source is not None:
+                torch.testing.assert_close(getattr(head, name).state_dict(), source.state_dict())
     assert merged.config.num_heads == 3 and len(merged.heads) == 3
     features = random_features(40, seed=3, batch=4)
     with torch.no_grad():

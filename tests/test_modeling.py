@@ -304,3 +304,61 @@ def test_linear_readout_adds_a_logistic_regression_on_every_standardised_layer_v
     with torch.no_grad():
         torch.testing.assert_close(loaded.head_logits(stats), model.eval().head_logits(stats))
     assert tiny_model(use_decoder=use_decoder).linear_readout is None  # off by default
+
+
+def test_speaker_adversarial_loss_reverses_the_embeddings_gradient_and_never_changes_the_logits(tmp_path):
+    """The speaker classifiers learn the speakers (ordinary gradient) while the embedding receives the speaker loss's
+    gradient times -weight; logits, eval mode and a saved model are exactly as without speaker ids."""
+    weight = 0.5
+    model = tiny_model(use_decoder=False, speaker_adversarial_weight=weight, num_speakers=3, num_heads=2,
+                       classifier_dropout=0.0).train()
+    stats = NserLayerStates(encoder_layer_stats=torch.randn(4, 3, 2, 16))
+    speakers, labels = torch.tensor([0, 1, 2, 1]), torch.tensor([0, 1, 2, 3])
+    out = model(encoder_layer_stats=stats.encoder_layer_stats, labels=labels, speaker_ids=speakers)
+    plain = model(encoder_layer_stats=stats.encoder_layer_stats, labels=labels)
+    torch.testing.assert_close(out.logits, plain.logits)
+    assert plain.speaker_loss is None and torch.isfinite(out.speaker_loss)
+    torch.testing.assert_close(out.loss, plain.loss + out.speaker_loss)
+
+    # The embedding's gradient from the speaker loss alone is -weight times what the unreversed loss would give.
+    _, embeddings = model._head_outputs(stats)
+    reversed_grad = torch.autograd.grad(model.speaker_adversarial_loss(embeddings, speakers), embeddings[0])[0]
+    direct = torch.stack([torch.nn.functional.cross_entropy(head.speaker_classifier(e), speakers)
+                          for head, e in zip(model.heads, embeddings)]).mean()
+    direct_grad = torch.autograd.grad(direct, embeddings[0])[0]
+    assert direct_grad.abs().sum() > 0
+    torch.testing.assert_close(reversed_grad, -weight * direct_grad)
+
+    model.zero_grad()
+    out.speaker_loss.backward()
+    for head in model.heads:  # both the speaker classifier and, through the reversal, the emotion embedding learn
+        assert head.speaker_classifier[0].weight.grad.abs().sum() > 0
+        assert head.embedding[0].weight.grad.abs().sum() > 0
+    assert model.classifier.weight.grad is None or model.classifier.weight.grad.abs().sum() == 0
+
+    assert model.eval()(encoder_layer_stats=stats.encoder_layer_stats, speaker_ids=speakers).speaker_loss is None
+    model.save_pretrained(tmp_path)
+    loaded = WhisperForNoisyEmotionClassification.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(encoder_layer_stats=stats.encoder_layer_stats).logits,
+                                   model(encoder_layer_stats=stats.encoder_layer_stats).logits)
+    with pytest.raises(ValueError, match=r"speaker_ids must be in \[0, num_speakers=3\)"):
+        model.train()(encoder_layer_stats=stats.encoder_layer_stats, speaker_ids=torch.tensor([0, 1, 2, 3]))
+    assert tiny_model(use_decoder=False).speaker_classifier is None  # off by default
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"speaker_adversarial_weight": -0.1}, "must be >= 0"),
+    ({"speaker_adversarial_weight": 0.3, "num_speakers": -1}, "num_speakers must be >= 0"),
+])
+def test_speaker_adversarial_settings_are_validated(options, message):
+    with pytest.raises(ValueError, match=message):
+        NserConfig(**options)
+
+
+@pytest.mark.parametrize("num_speakers", [0, 1])
+def test_a_speaker_adversarial_model_needs_its_training_speakers(num_speakers):
+    """A config may leave num_speakers to training (0); a model cannot be built without two speakers to tell apart."""
+    NserConfig(speaker_adversarial_weight=0.3, num_speakers=num_speakers)
+    with pytest.raises(ValueError, match="needs num_speakers >= 2 training speakers"):
+        tiny_model(use_decoder=False, speaker_adversarial_weight=0.3, num_speakers=num_speakers)

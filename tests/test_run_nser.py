@@ -332,3 +332,39 @@ def test_inner_cv_refuses_candidates_that_change_the_cache_and_corpora_without_g
     argv[argv.index("--dataset_name") + 1] = str(tmp_path / "anon")
     with pytest.raises(ValueError, match="holds out groups of 'speaker'.*not a column"):
         run_nser.main(argv)
+
+
+@pytest.mark.parametrize("cache", ["true", "false"])  # cached fixed draws, or a new noisy draw every epoch
+def test_speaker_adversarial_training_reads_each_training_clips_speaker(assets, tmp_path, monkeypatch, cache):
+    from modeling_nser import WhisperForNoisyEmotionClassification
+
+    seen, losses, real = [], [], nser.experiment.head_trainer
+    loss_of = WhisperForNoisyEmotionClassification.speaker_adversarial_loss
+
+    def recording(model, args, train_dataset, *rest, **kwargs):
+        seen.append((model.config.num_speakers, train_dataset))
+        return real(model, args, train_dataset, *rest, **kwargs)
+
+    def counted(model, embeddings, speaker_ids):
+        losses.append(speaker_ids.tolist())
+        return loss_of(model, embeddings, speaker_ids)
+
+    monkeypatch.setattr(nser.experiment, "head_trainer", recording)
+    monkeypatch.setattr(WhisperForNoisyEmotionClassification, "speaker_adversarial_loss", counted)
+    result = run_nser.main(arguments(
+        assets, tmp_path / "out", "--config_overrides", "use_decoder=false,speaker_adversarial_weight=0.5",
+        "--cache_features", cache, "--num_train_epochs", "1", "--test_snrs", "0", "--test_noise_types", "white",
+    ))
+    (num_speakers, train_dataset), = seen
+    assert num_speakers == 2  # s1 and s2 train (s3 validates, s4 is tested), 8 clips each, in corpus order
+    copies = 2 if cache == "true" else 1  # --augment_copies fixed draws, or one view drawn anew every epoch
+    assert [int(i) for i in train_dataset[:]["speaker_ids"]] == ([0] * 8 + [1] * 8) * copies
+    assert losses and {i for batch in losses for i in batch} == {0, 1}  # in training only
+    assert len(result["rows"]) == 2 and result["trainer"].model.config.speaker_adversarial_weight == 0.5
+
+
+def test_speaker_adversarial_training_needs_the_speaker_column(assets, tmp_path):
+    argv = arguments(assets, tmp_path / "out", "--config_overrides", "use_decoder=false,speaker_adversarial_weight=0.5",
+                     "--cv_column", "speaker", "--speaker_column_name", "talker")
+    with pytest.raises(ValueError, match="--speaker_column_name 'talker' is not a column"):
+        run_nser.main(argv)
