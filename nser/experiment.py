@@ -158,9 +158,7 @@ def speaker_index(train_split, column):
 
 
 def with_speaker_count(model_args, speakers):
-    """`model_args` whose config overrides also set `num_speakers` (when training speaker-adversarially)."""
-    if not speakers:
-        return model_args
+    """`model_args` whose config overrides also set `num_speakers`, the count of `speakers` (speaker-adversarial training)."""
     overrides = ",".join(filter(None, [model_args.config_overrides, f"num_speakers={len(speakers)}"]))
     return dataclasses.replace(model_args, config_overrides=overrides)
 
