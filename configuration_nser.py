@@ -94,7 +94,8 @@ class NserConfig(PretrainedConfig):
             and the decoder states: see `bench/hypothesis_quality.py`. Clips longer than the window use 30 s.
         asr_dtype (`str`, *optional*, defaults to `"float32"`):
             Autocast dtype of that window encoder pass: `"float32"` or `"bfloat16"` (fast on CPUs with AMX or
-            AVX512-BF16 and on GPUs, slow elsewhere). Decoding runs in float32 unless `asr_cast_weights`.
+            AVX512-BF16 and on GPUs; emulated and about 5x slower than float32 on an AVX2-only CPU, where the model
+            logs a warning). Decoding runs in float32 unless `asr_cast_weights`.
         asr_cast_weights (`bool`, *optional*, defaults to `False`):
             With `asr_dtype="bfloat16"` (required: with float32 there is nothing to cast, and it is refused), run the
             whole ASR pass (window encoder, language detection, greedy decoding and the decoder states it returns)

@@ -29,6 +29,13 @@ FRAMES_PER_SECOND = 100  # Whisper's log-mel hop: 160 samples at 16 kHz, for eve
 SAMPLING_RATE = 16000
 
 
+def _cpu_has_native_bfloat16():
+    """Whether this CPU computes bfloat16 natively (AMX or AVX512-BF16); torch only exposes it privately, so an
+    unknown answer counts as yes (no warning)."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(check is None or check() for check in checks)
+
+
 @dataclass
 class NserLayerStates(ModelOutput):
     """What the frozen backbone hands to the trainable part; also what the feature cache stores.
@@ -544,6 +551,12 @@ class WhisperForNoisyEmotionClassification(NserPreTrainedModel):
         decoding then stays in float32, where casting the weights at every step would cost more than it saves)."""
         window = self.config.asr_window_frames
         frames = window if features.shape[2] <= window else self.config.max_frames
+        if self.config.asr_dtype == "bfloat16" and features.device.type == "cpu" and not _cpu_has_native_bfloat16():
+            logger.warning_once(
+                "asr_dtype='bfloat16' on a CPU without AMX or AVX512-BF16: the ASR pass is emulated and several times "
+                "slower than asr_dtype='float32' here (README speed table: about 5x on an AVX2-only AMD EPYC). "
+                "Set asr_dtype='float32' (and asr_cast_weights=False) on this machine."
+            )
         padded = self._pad_with_floor(features, frame_mask, frames).to(whisper.dtype)
         dtype = getattr(torch, self.config.asr_dtype)
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != whisper.dtype):

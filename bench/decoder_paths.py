@@ -8,10 +8,15 @@ states) with an ASR window (`asr_window_seconds`) and dtype (`asr_dtype`), writt
 or `WINDOW:DTYPE:cast` for the whole ASR pass on a copy of the weights in that dtype (`asr_cast_weights`).
 `ct2:COMPUTE_TYPE` (e.g. `ct2:int8`) hands the 30 s window encoder and greedy decoding to CTranslate2, the engine of
 faster-whisper, on a conversion of the same checkpoint (the issue's candidate engine; needs `ctranslate2`).
+`dynamic:int8` runs the fused path's whole ASR pass (30 s window encoder, greedy decoding, decoder states) on a copy
+of the backbone whose Linear layers are dynamically quantised to int8 (`torch.ao.quantization.quantize_dynamic`,
+CPU only): the issue's other candidate, measured here and not a library option.
 """
 
+import copy
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -25,6 +30,7 @@ from modeling_nser import NserLayerStates, WhisperForNoisyEmotionClassification
 
 BEFORE = "before"
 CT2 = "ct2"
+DYNAMIC = "dynamic"
 BEFORE_NAME = "before: generate + teacher-forced decoder, 30 s, float32"
 CAST = "cast"
 DEFAULT_PATHS = (BEFORE, "30:float32", "30:bfloat16", "30:bfloat16:cast", "10:bfloat16")
@@ -119,14 +125,27 @@ class CTranslate2Path:
                                hypothesis_ids=ids)
 
 
+def with_dynamic_int8_asr(model):
+    """`model.extract_layer_states` with its ASR pass on a copy of the backbone whose Linear layers (attention and
+    feed-forward projections, the vocabulary projection) hold int8 weights and quantise their inputs per call; the
+    real-length encoder states still come from the float32 backbone."""
+    with warnings.catch_warnings():  # torch 2.9 points eager-mode quantisation users to torchao; it still works
+        warnings.simplefilter("ignore", DeprecationWarning)
+        quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model.backbone), {torch.nn.Linear}, dtype=torch.qint8)
+    model._asr_whisper = lambda needs_grad: quantized  # in place of the `asr_cast_weights` copy
+    return model.extract_layer_states
+
+
 def parse_path(spec):
     """`before` -> (None, "float32", False); `WINDOW:DTYPE[:cast]` -> (seconds, dtype, cast); `ct2:COMPUTE_TYPE` ->
-    ("ct2", compute type, False); a clear error for anything else."""
+    ("ct2", compute type, False); `dynamic:int8` -> ("dynamic", "int8", False); a clear error for anything else."""
     if spec == BEFORE:
         return None, "float32", False
     window, _, dtype = spec.partition(":")
     if window == CT2 and dtype:  # the compute type is checked by CTranslate2 when the model loads
         return CT2, dtype, False
+    if spec == f"{DYNAMIC}:int8":
+        return DYNAMIC, "int8", False
     dtype, _, cast = dtype.partition(":")
     try:
         seconds = float(window)
@@ -134,7 +153,7 @@ def parse_path(spec):
         seconds = -1.0
     if seconds <= 0 or dtype not in ASR_DTYPES or cast not in ("", CAST) or (cast and dtype == "float32"):
         raise ValueError(f"decoder path {spec!r} is not {BEFORE!r}, WINDOW:DTYPE[:{CAST}] (seconds > 0, dtype in "
-                         f"{ASR_DTYPES}, {CAST} only with a dtype other than float32) or {CT2}:COMPUTE_TYPE (e.g. {CT2}:int8)")
+                         f"{ASR_DTYPES}, {CAST} only with a dtype other than float32), {CT2}:COMPUTE_TYPE (e.g. {CT2}:int8) or {DYNAMIC}:int8")
     return seconds, dtype, bool(cast)
 
 
@@ -151,6 +170,8 @@ def build_paths(checkpoint, language, specs=DEFAULT_PATHS, labels=("x",)):
             name, extract = BEFORE_NAME, partial(generate_then_teacher_force, model)
         elif seconds == CT2:
             name, extract = f"CTranslate2 greedy, 30 s window, {dtype}", CTranslate2Path(model, checkpoint, dtype)
+        elif seconds == DYNAMIC:
+            name, extract = "fused greedy, 30 s window, dynamic int8 copy (Linear layers)", with_dynamic_int8_asr(model)
         else:
             weights = f", weights cast to {dtype}" if cast else ""
             name, extract = f"fused greedy, {seconds:g} s window, {dtype}{weights}", model.extract_layer_states

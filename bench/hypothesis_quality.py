@@ -96,7 +96,7 @@ def main(argv=None):
     parser.add_argument("--noise_types", nargs="+", default=["babble", "white"])
     parser.add_argument("--snr", type=float, default=0.0)
     parser.add_argument("--paths", nargs="+", default=list(DEFAULT_PATHS),
-                        help=f"decoder paths: {BEFORE!r} (transformers generate, the reference), WINDOW:DTYPE or ct2:COMPUTE_TYPE")
+                        help=f"decoder paths: {BEFORE!r} (transformers generate, the reference), WINDOW:DTYPE[:cast], ct2:COMPUTE_TYPE or dynamic:int8")
     args = parser.parse_args(argv)
     paths = build_paths(args.model, "zh", args.paths)
     tokenizer = WhisperTokenizer.from_pretrained(args.model)

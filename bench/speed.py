@@ -13,7 +13,8 @@ speech (CASIA by default: consecutive files concatenated, then cropped), for fou
    `bench/decoder_paths.py`): `before` is the path as it was (dynamic encoder + 30 s padded encoder + transformers'
    `generate` + a second, teacher-forced decoder pass); `WINDOW:DTYPE` rows are today's fused greedy decoding
    (hypothesis and decoder states in one pass) on an `asr_window_seconds` window in `asr_dtype`; `ct2:COMPUTE_TYPE`
-   rows take the window encoder and the hypothesis from CTranslate2.
+   rows take the window encoder and the hypothesis from CTranslate2; `dynamic:int8` runs the fused path on an
+   int8 dynamically quantised copy.
 
 clips/s, ms/clip and the speed-ups time the backbone only; the Whisper log-mel (`WhisperFeatureExtractor`,
 through `nser.features.log_mel` for nser) is timed on its own and shown in its own column. Each number is the
@@ -285,7 +286,7 @@ def parse_args(argv):
     parser.add_argument("--repeats", type=int, default=5, help="timed calls; the median is reported")
     parser.add_argument("--decoder_paths", nargs="+", default=list(DEFAULT_PATHS),
                         help="decoder-path rows: 'before' (the old path), WINDOW:DTYPE (e.g. 30:float32) or "
-                             "ct2:COMPUTE_TYPE (CTranslate2, e.g. ct2:int8)")
+                             "ct2:COMPUTE_TYPE (CTranslate2, e.g. ct2:int8) or dynamic:int8 (torch dynamic quantisation)")
     parser.add_argument("--quick", action="store_true", help="smoke test: batch 1, no warm-up, one timed call")
     args = parser.parse_args(argv)
     if args.quick:

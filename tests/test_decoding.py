@@ -1,10 +1,12 @@
 """The decoder path's fused greedy decoding and ASR window, against transformers' `generate` (tiny random models)."""
 
+import logging
+
 import pytest
 import torch
 from transformers import GenerationConfig
 
-from bench.decoder_paths import build_paths, generate_then_teacher_force, parse_path
+from bench.decoder_paths import build_paths, generate_then_teacher_force, parse_path, with_dynamic_int8_asr
 from bench.hypothesis_quality import agreement, degenerate
 from bench.speed import DEFAULT_DATA, DEFAULT_MODEL, nser_inputs, speech_clips
 from test_modeling import padded_batch
@@ -105,18 +107,47 @@ def test_cast_weights_are_not_used_where_gradients_reach_the_backbone():
     assert model.backbone.model.encoder.layers[0].fc1.weight.grad is not None, "the window encoder trains"
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_bfloat16_asr_on_a_cpu_without_native_bfloat16_warns(native, monkeypatch, caplog):
+    for check in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        monkeypatch.setattr(torch.cpu, check, lambda: native)
+    logging.Logger.warning_once.cache_clear()  # transformers logs each message once per process
+    features, mask = batch()
+    with caplog.at_level(logging.WARNING, logger="modeling_nser"):
+        tiny_model(asr_dtype="bfloat16").extract_layer_states(features, mask)
+    warned = [r.getMessage() for r in caplog.records if "without AMX or AVX512-BF16" in r.getMessage()]
+    assert len(warned) == (0 if native else 1)
+    if warned:
+        assert "asr_dtype='float32'" in warned[0]
+
+
 @pytest.mark.parametrize("spec, expected", [("before", (None, "float32", False)), ("10:bfloat16", (10.0, "bfloat16", False)),
                                             ("30:float32", (30.0, "float32", False)), ("ct2:int8", ("ct2", "int8", False)),
-                                            ("30:bfloat16:cast", (30.0, "bfloat16", True))])
+                                            ("30:bfloat16:cast", (30.0, "bfloat16", True)),
+                                            ("dynamic:int8", ("dynamic", "int8", False))])
 def test_decoder_path_specs_parse(spec, expected):
     assert parse_path(spec) == expected
 
 
 @pytest.mark.parametrize("spec", ["10", "0:float32", "ten:float32", "10:float16", "after", "ct2:", "30:float32:cast",
-                                  "30:bfloat16:fast"])
+                                  "30:bfloat16:fast", "dynamic:int4", "dynamic"])
 def test_bad_decoder_path_specs_name_the_spec(spec):
     with pytest.raises(ValueError, match=f"decoder path '{spec}'"):
         parse_path(spec)
+
+
+def test_dynamic_int8_path_quantises_only_a_copy_for_the_asr_pass():
+    features, mask = batch()
+    reference = tiny_model(use_decoder=True).extract_layer_states(features, mask)
+    model = tiny_model(use_decoder=True)
+    with torch.no_grad():
+        states = with_dynamic_int8_asr(model)(features, mask)
+    assert type(model.backbone.model.decoder.layers[0].fc1) is torch.nn.Linear, "the backbone keeps float weights"
+    assert isinstance(model._asr_whisper(False).model.decoder.layers[0].fc1, torch.ao.nn.quantized.dynamic.Linear)
+    torch.testing.assert_close(states.encoder_layer_states, reference.encoder_layer_states)  # real-length: float32
+    assert states.decoder_layer_states.shape[:2] == reference.decoder_layer_states.shape[:2]
+    prompt = reference.decoder_layer_states[:, :, :4]  # the same 4 prompt tokens: only int8 rounding differs
+    assert 0 < (states.decoder_layer_states[:, :, :4] - prompt).abs().max() < 0.1 * prompt.abs().max()
 
 
 def test_hypothesis_agreement_and_degeneracy_measures():
