@@ -62,6 +62,7 @@ from matplotlib.figure import Figure
 
 from bench.systems import SYSTEM_FUNCTIONS, SYNTHETIC_TRAIN_NOISE, Setup, SystemSpec, fingerprint, mean_layer_weights, sum_stages
 from configuration_nser import NserConfig
+from modeling_nser import _cpu_has_native_bfloat16
 from nser.arguments import DataArguments, NoiseArguments
 from nser.atomic import write_text_atomic
 from nser.data import VALIDATION_MODES, cross_validation_folds, stratified_validation
@@ -149,9 +150,13 @@ PRESETS = {
 # "decoder": the exact 30 s float32 window. "decoder_fast": a shorter window or a bfloat16 pass (`--decoder_config
 # asr_window_seconds=10,asr_dtype=bfloat16`: 127-385 ms per computed clip in bench/results' CASIA and RAVDESS
 # cross-validation reports). "decoder_prompt": `decoder_input=prompt`, the window encoder and no greedy decoding
-# (89-149 ms there).
+# (89-149 ms there). Those assume a CPU that computes bfloat16 natively (AMX / AVX512-BF16). Elsewhere bfloat16 is
+# emulated and slower than float32 (bench/results/speed-avx2, AMD EPYC with AVX2 only, 3 s clips at batch 8: 10 s
+# bfloat16 window 1437 ms, exact 30 s bfloat16 window 4267 ms, against 938 ms for the exact float32 window, that is
+# 1.5x and 4.6x "decoder"); the prompt-only pass is priced at the same 4.6x (not measured).
 COST_PER_CLIP_S = {"egemaps": 0.035, "real_length": 0.05, "real_length_stats": 0.05, "padded": 0.5, "decoder": 0.7,
-                   "decoder_fast": 0.3, "decoder_prompt": 0.15}
+                   "decoder_fast": 0.3, "decoder_prompt": 0.15, "decoder_emulated_bf16": 3.2,
+                   "decoder_fast_emulated_bf16": 1.1, "decoder_prompt_emulated_bf16": 0.7}
 AUDIO_PREP_S = 0.01  # decoding, noise mixing and log-mel, per clip
 # nser head training from cached states (backward included; validation at a third): 0.0006 s for (N), 0.002 for (Nd)
 # (CASIA folds, 1440 noisy copies x 20 epochs in 49 and 90 s, checkpoints included: Trainer's train_runtime in the
@@ -504,7 +509,8 @@ def execution_order(specs):
 
 
 def backbone_of(spec):
-    """(cache, cost) of a spec's features: systems with the same cache extract once; cost is a COST_PER_CLIP_S key.
+    """(cache, cost) of a spec's features: systems with the same cache extract once; cost is a COST_PER_CLIP_S key
+    (a bfloat16 ASR pass is priced as emulated on a CPU without native bfloat16).
     Read from the NserConfig the system builds, so defaults count as at run time (NserConfig's use_decoder is true).
     A decoder system's cache is keyed by its whole config, as hypotheses and decoder states depend on every ASR setting."""
     if spec.kind in ("egemaps", "wfac"):
@@ -514,13 +520,15 @@ def backbone_of(spec):
     if config is None or not config.use_decoder:  # the probe reads the pooled encoder cache
         family = "real_length" if config is not None and not config.pool_before_fusion else "real_length_stats"
         return family, family
+    shorter = config.asr_window_seconds < NserConfig().asr_window_seconds  # than Whisper's own 30 s window
+    emulated = config.asr_dtype == "bfloat16" and not _cpu_has_native_bfloat16()
     if config.decoder_input == "prompt":
         cost = "decoder_prompt"
-    elif config.asr_window_seconds < NserConfig().asr_window_seconds or config.asr_dtype != "float32":
-        cost = "decoder_fast"  # shorter than Whisper's own 30 s window, or a bfloat16 pass
+    elif shorter or (config.asr_dtype != "float32" and not emulated):
+        cost = "decoder_fast"
     else:
         cost = "decoder"
-    return f"decoder:{spec.config_overrides}", cost
+    return f"decoder:{spec.config_overrides}", f"{cost}_emulated_bf16" if emulated else cost
 
 
 def estimate_minutes(specs, sizes, noise_types, augment_copies, epochs):

@@ -120,7 +120,8 @@ def test_layer_weight_table_and_cost_rows():
                     "inference_clips": 30, "wall_s": 16.0, "peak_rss_mb": 950.0}
 
 
-def test_plan_estimate_prices_decoder_systems_by_their_asr_settings_and_shares_only_identical_caches():
+def test_plan_estimate_prices_decoder_systems_by_their_asr_settings_and_shares_only_identical_caches(monkeypatch):
+    monkeypatch.setattr(robustness, "_cpu_has_native_bfloat16", lambda: True)
     asr = "use_decoder=true,asr_language=zh"
     fast = f"{asr},asr_window_seconds=10,asr_dtype=bfloat16"
     specs = [spec("nser_default", config_overrides="use_decoder=false"), spec("nser_default_encdec", "Nd", config_overrides=asr),
@@ -144,6 +145,27 @@ def test_plan_estimate_prices_decoder_systems_by_their_asr_settings_and_shares_o
     assert minutes([faster])["nser_default_encdec"] < alone["nser_default_encdec"] / 2
     # no overrides is NserConfig's default, which runs the decoder at the exact window
     assert minutes([spec("nser_default_encdec", "Nd")])["nser_default_encdec"] == pytest.approx(alone["nser_default_encdec"])
+
+
+def test_plan_estimate_prices_bfloat16_as_emulated_on_a_cpu_without_native_bfloat16(monkeypatch):
+    asr = "use_decoder=true,asr_language=zh"
+    sizes = {"nser_default_encdec": {"train": 100, "validation": 10, "test": 50}}
+
+    def minutes(overrides):
+        one = spec("nser_default_encdec", "Nd", config_overrides=overrides)
+        return robustness.estimate_minutes([one], sizes, ["babble"], augment_copies=2, epochs=1)["nser_default_encdec"]
+
+    settings = {"exact float32": asr, "10 s float32": f"{asr},asr_window_seconds=10",
+                "10 s bfloat16": f"{asr},asr_window_seconds=10,asr_dtype=bfloat16", "30 s bfloat16": f"{asr},asr_dtype=bfloat16"}
+    monkeypatch.setattr(robustness, "_cpu_has_native_bfloat16", lambda: True)
+    native = {name: minutes(overrides) for name, overrides in settings.items()}
+    monkeypatch.setattr(robustness, "_cpu_has_native_bfloat16", lambda: False)
+    emulated = {name: minutes(overrides) for name, overrides in settings.items()}
+    # float32 is priced the same on both CPUs; bfloat16 costs more than the exact float32 window where it is emulated
+    for name in ("exact float32", "10 s float32"):
+        assert emulated[name] == pytest.approx(native[name])
+    assert native["10 s bfloat16"] < native["exact float32"] < emulated["10 s bfloat16"] < emulated["30 s bfloat16"]
+    assert native["30 s bfloat16"] < native["exact float32"]
 
 
 def test_stratified_subsets_are_balanced_nested_and_fixed():
