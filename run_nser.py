@@ -17,9 +17,9 @@ from pathlib import Path
 
 import datasets
 import transformers
-from transformers import AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
+from transformers import AutoTokenizer, HfArgumentParser, set_seed
 
-from nser.arguments import DataArguments, ModelArguments, NoiseArguments, RunArguments
+from nser.arguments import DataArguments, ModelArguments, NoiseArguments, NserTrainingArguments, RunArguments
 from nser.experiment import run_experiment
 from nser.hub import add_inference_handler, check_push_possible, push_model_folder
 from nser.model_card import benchmark_markdown, render_model_card
@@ -30,7 +30,7 @@ from nser.resume import saving_outputs
 
 logger = logging.getLogger("run_nser")
 
-ARGUMENT_CLASSES = (ModelArguments, DataArguments, NoiseArguments, TrainingArguments, RunArguments)
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, NoiseArguments, NserTrainingArguments, RunArguments)
 
 
 def parse_arguments(argv=None):

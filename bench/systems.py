@@ -53,7 +53,6 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from transformers import (
-    TrainingArguments,
     WhisperConfig,
     WhisperFeatureExtractor,
     WhisperForAudioClassification,
@@ -61,7 +60,7 @@ from transformers import (
     set_seed,
 )
 
-from nser.arguments import DataArguments, ModelArguments, NoiseArguments, RunArguments
+from nser.arguments import DataArguments, ModelArguments, NoiseArguments, NserTrainingArguments, RunArguments
 from nser.audio import SAMPLING_RATE, waveform_from_value
 from nser.data import load_corpus, prepare_columns, speaker_independent_splits
 from nser.ensemble import TEST_LOGITS_FILE, ensemble_rows
@@ -118,7 +117,7 @@ class Setup:
             train_with_noise=train_with_noise, noise_seed=self.noise_seed, **overrides,
         )
 
-    def training_arguments(self, output_dir, seed, **overrides) -> TrainingArguments:
+    def training_arguments(self, output_dir, seed, **overrides) -> NserTrainingArguments:
         """configs/main_job.json's recipe: AdamW lr 1e-3, 20 warm-up steps then linear decay, batch 16, an
         evaluation per epoch on the validation clips, the best epoch by macro-F1 kept; `overrides` (a system's
         `training_overrides`, e.g. weight_decay) replace any of these."""
@@ -130,7 +129,7 @@ class Setup:
             greater_is_better=True, logging_strategy="epoch", use_cpu=True, report_to="none",
             disable_tqdm=not self.show_progress,
         )
-        return TrainingArguments(**{**settings, **overrides})
+        return NserTrainingArguments(**{**settings, **overrides})
 
 
 @dataclass

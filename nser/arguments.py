@@ -6,6 +6,8 @@ Architecture choices are not repeated here: they are `NserConfig` values, set wi
 
 from dataclasses import dataclass, field
 
+from transformers import TrainingArguments
+
 
 @dataclass
 class ModelArguments:
@@ -169,3 +171,21 @@ class RunArguments:
         default_factory=list,
         metadata={"help": "bench.robustness reports (robustness.md) whose summary tables the model card shows."},
     )
+
+
+@dataclass
+class NserTrainingArguments(TrainingArguments):
+    """`TrainingArguments` plus the head's training-only regularisers (as `Seq2SeqTrainingArguments` adds its own)."""
+
+    mixup_alpha: float = field(
+        default=0.0,
+        metadata={"help": "Mixup (Zhang et al. 2018) on the cached per-layer statistics: each training batch is mixed "
+                          "with a shuffled copy of itself by a weight drawn from Beta(alpha, alpha), and the loss is the "
+                          "same mix of the two labels' cross-entropies. 0 (default) turns it off. Needs "
+                          "pool_before_fusion and cached backbone states (the vectors it mixes)."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.mixup_alpha >= 0:
+            raise ValueError(f"--mixup_alpha must be >= 0 (0 turns mixup off), got {self.mixup_alpha}")

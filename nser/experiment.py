@@ -314,6 +314,12 @@ def train_fold(splits, label_names, bank, model_args, data_args, noise_args, tra
                              "true and pool_before_fusion=true")
         logger.warning("speaker normalisation (transductive): each test speaker is normalised with its own clips; "
                        "single-clip inference (pipeline, handler, demo) does not do this")
+    if getattr(training_args, "mixup_alpha", 0.0) > 0:
+        if not (cache and model.config.pool_before_fusion):
+            raise ValueError("--mixup_alpha mixes cached pooled statistics: it needs a frozen backbone, --cache_features "
+                             "true and pool_before_fusion=true")
+        if model.config.speaker_adversarial_weight > 0:
+            raise ValueError("--mixup_alpha cannot be combined with speaker_adversarial_weight > 0 (speaker labels do not mix)")
     fold = Fold(splits, model, feature_extractor, bank, data_args, noise_args, training_args, cache, stage, speakers)
     train_dataset, augmentation = fold.train_dataset()
     args = copy.deepcopy(training_args)

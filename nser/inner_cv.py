@@ -12,8 +12,8 @@ import dataclasses
 import logging
 
 import numpy as np
-from transformers import TrainingArguments
 
+from nser.arguments import NserTrainingArguments
 from nser.feature_cache import HYPOTHESIS_KEYS
 from nser.training import parse_config_overrides, parse_value
 
@@ -44,12 +44,12 @@ def parse_settings(text, argument):
         parse_config_overrides(config_overrides)
     except ValueError as error:
         raise ValueError(f"{argument} {text!r}: {error}") from None
-    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    fields = {f.name for f in dataclasses.fields(NserTrainingArguments)}
     training_overrides = []
     for item in filter(None, training.split(",")):
         name, sep, value = item.partition("=")
         if not sep or name.strip() not in fields:
-            raise ValueError(f"{argument} {text!r}: {item!r} is not a TrainingArguments field=value")
+            raise ValueError(f"{argument} {text!r}: {item!r} is not a NserTrainingArguments field=value (TrainingArguments' or mixup_alpha)")
         training_overrides.append((name.strip(), parse_value(value.strip())))
     return Candidate(config_overrides, tuple(training_overrides))
 

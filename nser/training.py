@@ -18,31 +18,58 @@ logger = logging.getLogger(__name__)
 
 class NserTrainer(Trainer):
     """`Trainer` with an optional class-weighted cross-entropy (inverse class frequency) for imbalanced corpora,
-    per-head losses for ensembles (`num_heads` > 1) and the speaker-adversarial loss (`speaker_ids` in the batch)."""
+    per-head losses for ensembles (`num_heads` > 1), the speaker-adversarial loss (`speaker_ids` in the batch) and
+    mixup of the cached layer statistics (`NserTrainingArguments.mixup_alpha`)."""
 
     def __init__(self, *args, class_weights=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.class_weights = class_weights
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Trainer's own loss for one head without class weights. Otherwise every head's cross-entropy (class-weighted
-        when asked, smoothed by `label_smoothing_factor`), averaged over heads: each head learns on its own, as a
-        member trained apart would, instead of the ensemble's output being fitted; plus the model's speaker-adversarial
-        loss when the batch has `speaker_ids`."""
-        if self.class_weights is None and self.model.config.num_heads == 1 and "speaker_ids" not in inputs:
+        """Trainer's own loss for one head without class weights or mixup. Otherwise every head's cross-entropy
+        (class-weighted when asked, smoothed by `label_smoothing_factor`, mixed over the two labels of a mixed
+        example), averaged over heads: each head learns on its own, as a member trained apart would, instead of the
+        ensemble's output being fitted; plus the model's speaker-adversarial loss when the batch has `speaker_ids`."""
+        mixup_alpha = getattr(self.args, "mixup_alpha", 0.0) if model.training else 0.0
+        if (not mixup_alpha and self.class_weights is None and self.model.config.num_heads == 1
+                and "speaker_ids" not in inputs):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs.pop("labels")
+        targets = [(1.0, labels)]
+        if mixup_alpha:
+            inputs, targets = mix_batch(inputs, labels, mixup_alpha)
         outputs = model(**inputs)
         per_head = outputs.logits[:, None] if outputs.head_logits is None else outputs.head_logits  # (B, heads, C)
         weights = None if self.class_weights is None else self.class_weights.to(per_head.device)
         loss = torch.stack([
-            torch.nn.functional.cross_entropy(per_head[:, k].float(), labels, weight=weights,
-                                              label_smoothing=self.args.label_smoothing_factor)
+            sum(share * torch.nn.functional.cross_entropy(per_head[:, k].float(), target, weight=weights,
+                                                          label_smoothing=self.args.label_smoothing_factor)
+                for share, target in targets)
             for k in range(per_head.shape[1])
         ]).mean()
         if outputs.speaker_loss is not None:
             loss = loss + outputs.speaker_loss
         return (loss, outputs) if return_outputs else loss
+
+
+def mix_batch(inputs, labels, alpha):
+    """Mixup of a batch of cached layer statistics: x' = lam x + (1 - lam) x[perm], lam ~ Beta(alpha, alpha), one
+    draw per batch from torch's (Trainer-seeded) generator. Mixing the raw statistics equals mixing the
+    standardised ones (standardisation is affine). Returns the mixed inputs and [(lam, labels), (1 - lam,
+    labels[perm])]."""
+    if "encoder_layer_stats" not in inputs:
+        given = sorted(key for key in inputs if key != "labels")
+        raise ValueError(f"--mixup_alpha mixes cached per-layer statistics (pool_before_fusion=true and a frozen, cached "
+                         f"backbone); this batch has {given}")
+    if "speaker_ids" in inputs:
+        raise ValueError("--mixup_alpha cannot be combined with the speaker-adversarial loss (speaker labels do not mix)")
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(labels.shape[0], device=labels.device)
+    mixed = dict(inputs)
+    for key in ("encoder_layer_stats", "decoder_layer_stats"):
+        if mixed.get(key) is not None:
+            mixed[key] = lam * mixed[key] + (1 - lam) * mixed[key][perm]
+    return mixed, [(lam, labels), (1 - lam, labels[perm])]
 
 
 def inverse_frequency_weights(labels, num_labels):

@@ -378,7 +378,7 @@ def test_development_split_tests_the_validation_speakers_and_never_reads_the_tes
 
 
 @pytest.mark.parametrize("variant, message", [("x", "expected KEY:CONFIG_OVERRIDES"), ("x:bogus=1", "bogus=1"),
-                                              ("x:use_decoder=false:nope=1", "'nope=1' is not a TrainingArguments")])
+                                              ("x:use_decoder=false:nope=1", "'nope=1' is not a NserTrainingArguments")])
 def test_bad_variants_are_refused_before_any_work(variant, message, capsys):
     with pytest.raises(SystemExit):
         robustness.parse_args(["--variant", variant])

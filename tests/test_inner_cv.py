@@ -17,7 +17,7 @@ def test_candidates_parse_config_and_training_values_and_refuse_what_changes_the
     assert str(parse_candidate("classifier_dropout=0.5:weight_decay=0.2")) == "classifier_dropout=0.5:weight_decay=0.2"
     with pytest.raises(ValueError, match="--inner_cv_candidates 'colour=red'.*expected key=value"):
         parse_candidate("colour=red")
-    with pytest.raises(ValueError, match="'wieght_decay=0.1' is not a TrainingArguments field"):
+    with pytest.raises(ValueError, match="'wieght_decay=0.1' is not a NserTrainingArguments field"):
         parse_candidate(":wieght_decay=0.1")
     with pytest.raises(ValueError, match=r"\['use_decoder'\] change the cached backbone states"):
         parse_candidate("use_decoder=true")
