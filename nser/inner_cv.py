@@ -49,7 +49,8 @@ def parse_settings(text, argument):
     for item in filter(None, training.split(",")):
         name, sep, value = item.partition("=")
         if not sep or name.strip() not in fields:
-            raise ValueError(f"{argument} {text!r}: {item!r} is not a NserTrainingArguments field=value (TrainingArguments' or mixup_alpha)")
+            raise ValueError(f"{argument} {text!r}: {item!r} is not a NserTrainingArguments field=value "
+                             "(a TrainingArguments field or mixup_alpha)")
         training_overrides.append((name.strip(), parse_value(value.strip())))
     return Candidate(config_overrides, tuple(training_overrides))
 
