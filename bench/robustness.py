@@ -209,6 +209,10 @@ def parse_args(argv):
     parser.add_argument("--snrs", type=float, nargs="+", help="test SNRs in dB (default 20 10 5 0 -5)")
     parser.add_argument("--epochs", type=int, help="training epochs (default 8, as configs/main_job.json)")
     parser.add_argument("--augment_copies", type=int, help="noisy draws per training clip (default 2)")
+    parser.add_argument("--train_snr_low", type=float, default=Setup.train_snr_low,
+                        help=f"lowest SNR of the training noise (dB, default {Setup.train_snr_low:g})")
+    parser.add_argument("--train_snr_high", type=float, default=Setup.train_snr_high,
+                        help=f"highest SNR of the training noise (dB, default {Setup.train_snr_high:g})")
     for prefix, what in (("", "the main systems"), ("padded_", "(3), 30 s padded"), ("decoder_", "(5)/(6b), decoder")):
         for split in ("train", "validation", "test"):
             parser.add_argument(f"--{prefix}max_{split}_samples", type=int,
@@ -240,6 +244,8 @@ def parse_args(argv):
     args.language = args.language or CORPORA[args.corpus]
     if min(args.seeds) < 0 or args.epochs < 1 or args.augment_copies < 1:
         parser.error("seeds must be >= 0, --epochs and --augment_copies >= 1")
+    if not args.train_snr_low <= args.train_snr_high:
+        parser.error(f"--train_snr_low {args.train_snr_low:g} is above --train_snr_high {args.train_snr_high:g}")
     if len(set(args.snrs)) != len(args.snrs) or len(set(args.noise_types)) != len(args.noise_types):
         parser.error(f"repeated SNRs or noise types: {args.snrs} {args.noise_types}")
     for text in args.inner_cv_candidates:
@@ -1023,7 +1029,8 @@ def run(args, argv):
         model=args.model, noise_dir=args.noise_dir, language=args.language, noise_types=list(args.noise_types),
         output_dir=output_dir, feature_cache_dir=args.feature_cache_dir, epochs=args.epochs,
         augment_copies=args.augment_copies, noise_seed=args.noise_seed, egemaps_c_grid=tuple(args.egemaps_c_grid),
-        show_progress=not args.quick, train_noise_types=train_noise,
+        show_progress=not args.quick, train_noise_types=train_noise, train_snr_low=args.train_snr_low,
+        train_snr_high=args.train_snr_high,
     )
     try:  # every argument, noise file and clip checked before any model is loaded
         preflight(DataArguments(dataset_name=args.dataset_dir), setup.noise_arguments(args.snrs),

@@ -189,6 +189,14 @@ def test_presets_fill_only_what_the_command_line_leaves_unset():
     assert full.seeds == [0, 1, 2] and full.snrs == [20.0, 10.0, 5.0, 0.0, -5.0] and full.language == "zh"
     assert robustness.parse_args(["--budget"]).augment_copies == 1
     assert robustness.parse_args(["--corpus", "ravdess"]).language == "en"
+    assert (full.train_snr_low, full.train_snr_high) == (0.0, 20.0)
+    assert robustness.parse_args(["--train_snr_low", "-5"]).train_snr_low == -5.0
+
+
+def test_an_inverted_training_snr_range_is_refused_by_name(capsys):
+    with pytest.raises(SystemExit):
+        robustness.parse_args(["--train_snr_low", "10", "--train_snr_high", "5"])
+    assert "--train_snr_low 10 is above --train_snr_high 5" in capsys.readouterr().err
 
 
 def test_resource_meter_accumulates_time_and_memory_per_stage():
