@@ -85,9 +85,9 @@ ALL_SYSTEMS = ("egemaps", "egemaps_clean", "whisper_last", "probe", "probe_clean
                "nser_enc_clean", "nser_encdec_clean", "nser_default", "nser_default_clean", "nser_default_ensemble",
                "nser_default_lora", "probe_speaker_norm", "nser_default_speaker_norm", "nser_default_encdec",
                "nser_default_encdec_prompt", "nser_default_encdec_clean", "nser_default_speed", "probe_speed",
-               "nser_default_inner_cv")
+               "nser_default_inner_cv", "probe_all", "probe_all_mean")
 # Runs sharing a backbone share its feature cache: the first of them pays the extraction (reported as such).
-EXECUTION_ORDER = ("nser_default", "probe", "nser_default_inner_cv", "whisper_last", "nser_default_clean", "probe_clean", "nser_default_ensemble",
+EXECUTION_ORDER = ("nser_default", "probe", "probe_all", "probe_all_mean", "nser_default_inner_cv", "whisper_last", "nser_default_clean", "probe_clean", "nser_default_ensemble",
                    "variant", "nser_default_speed", "probe_speed", "nser_default_lora", "probe_speaker_norm",
                    "nser_default_speaker_norm", "nser_enc",
                    "nser_enc_clean", "egemaps", "egemaps_clean", "control", "wfac", "nser_default_encdec",
@@ -140,7 +140,8 @@ PRESETS = {
         "padded_max_validation_samples": 36, "padded_max_test_samples": 36, "padded_snrs": [0.0],
         "decoder_max_train_samples": 72, "decoder_max_validation_samples": 36, "decoder_max_test_samples": 36,
         "decoder_snrs": [0.0],
-        "systems": [s for s in ALL_SYSTEMS if s not in ("nser_encdec_clean", "nser_default_speed", "probe_speed")],
+        "systems": [s for s in ALL_SYSTEMS if s not in ("nser_encdec_clean", "nser_default_speed", "probe_speed", "probe_all",
+                                                         "probe_all_mean")],
         "output_dir": "outputs/bench-budget",
     },
 }
@@ -409,6 +410,15 @@ def build_specs(args, data_root):
                             data(main), main, snrs, seeds[:1], options=probe,
                             note="StandardScaler + LogisticRegression; C by speaker-grouped CV on the training speakers; "
                                  "deterministic: one run"),
+        # (2p) made as strong as the protocol allows: the validation clips (held-out sentences or a share of each
+        # training speaker's clips, which the probe does not need for C) join its training set; -m: means only.
+        "probe_all": lambda: SystemSpec("probe_all", "2p-a", "(2p) fit on the training and validation clips", "probe",
+                                data(main), main, snrs, seeds[:1], options={**probe, "fit_on_validation": True},
+                                note="as (2p), the validation clips (one noisy draw each) added to its training set"),
+        "probe_all_mean": lambda: SystemSpec("probe_all_mean", "2p-am", "(2p-a) on every layer's mean only", "probe",
+                                     data(main), main, snrs, seeds[:1],
+                                     options={**probe, "fit_on_validation": True, "statistics": "mean"},
+                                     note="as (2p-a), without the per-layer std"),
         "probe_clean": lambda: SystemSpec("probe_clean", "2pc", "(2p) clean-trained", "probe", data(main), main, snrs, seeds[:1],
                                   train_with_noise=False, options=probe, note="as (2p), clean training"),
         "wfac": lambda: SystemSpec("wfac", "3", "transformers WhisperForAudioClassification (weighted layer sum, 30 s padded)", "wfac",

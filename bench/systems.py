@@ -599,14 +599,17 @@ def grouped_c_search(x, y, groups, c_grid, inner_folds):
     return best, scores
 
 
-def _stats_matrix(ds):
-    """(N, layers * 2 * d_model) float32 from a cached dataset of per-layer statistics."""
-    return np.asarray(ds["encoder_layer_stats"], dtype=np.float32).reshape(len(ds), -1)
+def _stats_matrix(ds, statistics="mean_std"):
+    """(N, layers * 2 * d_model) float32 from a cached dataset of per-layer statistics (layers, 2, d_model);
+    `statistics="mean"`: (N, layers * d_model), the means alone."""
+    stats = np.asarray(ds["encoder_layer_stats"], dtype=np.float32)
+    return (stats[:, :, 0] if statistics == "mean" else stats).reshape(len(ds), -1)
 
 
 def run_probe(setup: Setup, spec: SystemSpec, seeds):
     """(2p): per-layer mean + std of every encoder layer from nser's feature cache (shared with the nser systems
-    that pool before fusion), C by grouped CV on the training speakers, one fit, predictions per condition."""
+    that pool before fusion), C by grouped CV on the training speakers, one fit, predictions per condition.
+    `spec.options`: `fit_on_validation` adds the validation clips to the fit, `statistics="mean"` drops the stds."""
     seed = seeds[0]
     view = CorpusView(setup, spec.dataset_dir)
     start = time.perf_counter()
@@ -620,13 +623,18 @@ def run_probe(setup: Setup, spec: SystemSpec, seeds):
         fold = Fold(view.splits, model, model.build_feature_extractor(), view.bank, data_args,
                     setup.noise_arguments(spec.snrs, spec.train_with_noise, **spec.noise_overrides), training_args, cache=True,
                     stage=_stage_hook(meter, setup.feature_cache_dir))
+        statistics = spec.options.get("statistics", "mean_std")
         train, _ = fold.train_dataset()
+        copies = len(train) // len(view.splits["train"])
+        fit_sets = [(train, list(view.splits["train"]["speaker"]) * copies)]
+        if spec.options.get("fit_on_validation"):
+            fit_sets.append((fold.validation_dataset(), view.splits["validation"]["speaker"]))
         conditions = fold.test_conditions()
         del model
         gc.collect()
-        train_x, train_y = _stats_matrix(train), np.asarray(train["labels"])
-        copies = len(train_y) // len(view.splits["train"])
-        speakers = np.asarray([str(s) for s in view.splits["train"]["speaker"]] * copies)
+        train_x = np.concatenate([_stats_matrix(ds, statistics) for ds, _ in fit_sets])
+        train_y = np.concatenate([np.asarray(ds["labels"]) for ds, _ in fit_sets])
+        speakers = np.asarray([str(s) for _, column in fit_sets for s in column])
         with meter.stage("training") as record:
             c_grid, inner_folds = spec.options["c_grid"], spec.options["inner_folds"]
             best_c, scores = grouped_c_search(train_x, train_y, speakers, c_grid, inner_folds)
@@ -635,7 +643,7 @@ def run_probe(setup: Setup, spec: SystemSpec, seeds):
                 pipeline = make_pipeline(StandardScaler(), LogisticRegression(C=best_c, max_iter=2000)).fit(train_x, train_y)
             record["clips"] += len(train_y)
         with meter.stage("inference") as record:
-            rows = [result_row(name, noise_type, snr, np.asarray(ds["labels"]), pipeline.predict(_stats_matrix(ds)),
+            rows = [result_row(name, noise_type, snr, np.asarray(ds["labels"]), pipeline.predict(_stats_matrix(ds, statistics)),
                                view.label_names) for name, noise_type, snr, ds in conditions]
             record["clips"] += sum(len(ds) for *_, ds in conditions)
     chosen = {"C": best_c, "inner_cv_macro_f1": {str(c): v for c, v in scores.items()}, "c_grid": list(c_grid),

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 import torch
@@ -476,6 +477,26 @@ def test_lora_system_trains_the_encoder_on_noise_drawn_every_epoch_without_the_c
     assert all(math.isfinite(row["macro_f1_mean"]) for row in system["aggregated"])
     assert not list((tmp_path / "cache").glob("layer-*.arrow"))
     assert not list(tmp_path.glob("*/seed-*/checkpoint-*"))
+
+
+def test_probe_statistics_keep_layer_order_and_can_drop_the_stds():
+    stats = np.arange(2 * 3 * 2 * 4, dtype=np.float32).reshape(2, 3, 2, 4)  # clips, layers, (mean, std), d_model
+    ds = datasets.Dataset.from_dict({"encoder_layer_stats": stats.tolist()})
+    np.testing.assert_array_equal(systems._stats_matrix(ds), stats.reshape(2, -1))
+    np.testing.assert_array_equal(systems._stats_matrix(ds, "mean"), stats[:, :, 0].reshape(2, -1))
+
+
+def test_probe_fit_on_validation_adds_the_validation_clips_from_the_shared_cache(tiny_assets, tmp_path):
+    argv = tiny_arguments(tiny_assets, tmp_path)
+    argv = argv[:argv.index("--seeds")] + ["--seeds", "0"] + argv[argv.index("--epochs"):argv.index("--systems")]
+    payload = robustness.main(argv + ["--systems", "probe", "probe_all", "probe_all_mean"])
+    probe, probe_all, probe_mean = payload["systems"]
+    assert probe_all["spec"]["options"]["fit_on_validation"] and probe_mean["spec"]["options"]["statistics"] == "mean"
+    added = probe["sizes"]["validation"]
+    assert probe_all["cost"]["training_examples"] == probe_mean["cost"]["training_examples"] == probe["cost"]["training_examples"] + added
+    # (2p) cached the training and test states; (2p-a) adds the validation clips' states, (2p-am) reads them all
+    assert probe_all["cost"]["clips_computed"] == added and probe_mean["cost"]["clips_computed"] == 0
+    assert all(math.isfinite(row["macro_f1_mean"]) for system in (probe_all, probe_mean) for row in system["aggregated"])
 
 
 def test_speed_perturbed_systems_train_on_new_draws_and_share_them(tiny_assets, tmp_path):
