@@ -245,8 +245,6 @@ def parse_args(argv):
     args.language = args.language or CORPORA[args.corpus]
     if min(args.seeds) < 0 or args.epochs < 1 or args.augment_copies < 1:
         parser.error("seeds must be >= 0, --epochs and --augment_copies >= 1")
-    if not args.train_snr_low <= args.train_snr_high:
-        parser.error(f"--train_snr_low {args.train_snr_low:g} is above --train_snr_high {args.train_snr_high:g}")
     if len(set(args.snrs)) != len(args.snrs) or len(set(args.noise_types)) != len(args.noise_types):
         parser.error(f"repeated SNRs or noise types: {args.snrs} {args.noise_types}")
     for text in args.inner_cv_candidates:

@@ -194,10 +194,12 @@ def test_presets_fill_only_what_the_command_line_leaves_unset():
     assert robustness.parse_args(["--train_snr_low", "-5"]).train_snr_low == -5.0
 
 
-def test_an_inverted_training_snr_range_is_refused_by_name(capsys):
-    with pytest.raises(SystemExit):
-        robustness.parse_args(["--train_snr_low", "10", "--train_snr_high", "5"])
-    assert "--train_snr_low 10 is above --train_snr_high 5" in capsys.readouterr().err
+def test_an_inverted_training_snr_range_is_refused_by_name_before_any_work(tiny_assets, tmp_path):
+    argv = tiny_arguments(tiny_assets, tmp_path, "--train_snr_low", "10", "--train_snr_high", "5")
+    with pytest.raises(SystemExit) as refused:  # nser.preflight's noise-argument check, as for run_nser.py
+        robustness.main(argv)
+    assert "--train_snr_low 10.0 is above --train_snr_high 5.0" in str(refused.value)
+    assert not (tmp_path / "data").exists() and not (tmp_path / "cache").exists()
 
 
 def test_resource_meter_accumulates_time_and_memory_per_stage():
