@@ -29,7 +29,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from bench.systems import _macro_f1, grouped_c_search
-from nser.data import _consecutive_blocks
+from nser.data import fold_test_groups
 from nser.feature_cache import cache_layer_states
 from nser.features import make_feature_function
 from nser.training import build_model
@@ -47,12 +47,6 @@ def layer_statistics(corpus, model_path, pad, cache_dir, label_column):
     start = time.perf_counter()
     states = cache_layer_states(features, model, cache_dir, desc=f"pad_to_30s={pad}: backbone states")
     return np.asarray(states.with_format("numpy")["encoder_layer_stats"], dtype=np.float32), time.perf_counter() - start
-
-
-def fold_blocks(groups, num_folds):
-    """Test groups per fold, as `nser.data.cross_validation_folds` cuts them: one each, or K consecutive blocks."""
-    groups = sorted(set(groups))
-    return [[g] for g in groups] if num_folds is None else _consecutive_blocks(groups, num_folds)
 
 
 def probe_scores(x, labels, groups, blocks, c_grid, inner_folds):
@@ -92,7 +86,7 @@ def main(argv=None):
     if args.cv_column not in corpus.column_names:
         raise SystemExit(f"--cv_column {args.cv_column!r} not found; columns: {corpus.column_names}")
     labels, groups = np.asarray(corpus[args.label_column]), np.asarray([str(g) for g in corpus[args.cv_column]])
-    blocks = fold_blocks(groups, args.cv_folds)
+    blocks = fold_test_groups(groups, args.cv_folds)  # as bench.robustness's folds
     cache_dir = os.path.expanduser(args.feature_cache_dir)
     command = " ".join(["python -m bench.padded_window", *(sys.argv[1:] if argv is None else argv)])
     print(f"Command: `{command}`\n")

@@ -130,7 +130,7 @@ def cross_validation_folds(corpus, group_column, num_folds=None, validation="wit
     if group_column not in everything.column_names:
         raise ValueError(f"--cv_column {group_column!r} not found; columns: {everything.column_names}")
     groups = sorted({str(g) for g in everything[group_column]})
-    blocks = [[g] for g in groups] if num_folds is None else _consecutive_blocks(groups, num_folds)
+    blocks = fold_test_groups(groups, num_folds)
     if validation == "next_group" and len(blocks) < 3:
         raise ValueError(f"cross-validation by {group_column!r} with a validation group needs at least 3 folds, found {groups}")
     if len(blocks) < 2:
@@ -167,7 +167,12 @@ def validation_from_training_groups(splits, group_column, validation_column, val
     return stratified_validation(splits, group_column, label_column, validation_fraction, seed)
 
 
-def _consecutive_blocks(groups, num_folds):
+def fold_test_groups(groups, num_folds=None):
+    """The groups each fold tests: one group per fold, or with `num_folds=K` the sorted groups in K consecutive
+    blocks (as even as possible, the first ones one larger)."""
+    groups = sorted({str(g) for g in groups})
+    if num_folds is None:
+        return [[g] for g in groups]
     if not 2 <= num_folds <= len(groups):
         raise ValueError(f"--cv_folds {num_folds}: needs 2 to {len(groups)} folds for groups {groups}")
     size, extra = divmod(len(groups), num_folds)

@@ -8,12 +8,6 @@ from corpus_fixtures import make_corpus
 from tiny_models import save_tiny_whisper
 
 
-def test_folds_are_one_group_each_or_consecutive_blocks():
-    groups = ["b", "a", "c", "d", "a"]
-    assert padded_window.fold_blocks(groups, None) == [["a"], ["b"], ["c"], ["d"]]
-    assert padded_window.fold_blocks(groups, 2) == [["a", "b"], ["c", "d"]]
-
-
 def test_probe_scores_each_fold_on_its_unseen_groups_only():
     rng = np.random.default_rng(0)
     labels = np.tile([0, 1, 2], 40)

@@ -5,7 +5,7 @@ import soundfile as sf
 from datasets import ClassLabel, Dataset, DatasetDict
 
 from corpus_fixtures import tone
-from nser.data import cross_validation_folds, load_corpus, prepare_columns, speaker_independent_splits
+from nser.data import cross_validation_folds, fold_test_groups, load_corpus, prepare_columns, speaker_independent_splits
 
 
 def corpus(speakers=("a", "b", "c", "d"), texts=("1", "2", "3")):
@@ -125,3 +125,11 @@ def test_the_older_next_group_validation_is_still_available_when_asked():
 def test_bad_cross_validation_options_are_reported(kwargs, message):
     with pytest.raises(ValueError, match=message):
         cross_validation_folds(labelled_corpus(), "speaker", **kwargs)
+
+
+def test_fold_test_groups_are_one_group_each_or_consecutive_blocks():
+    groups = ["b", "a", "c", "d", "a", "e"]
+    assert fold_test_groups(groups) == [["a"], ["b"], ["c"], ["d"], ["e"]]
+    assert fold_test_groups(groups, 2) == [["a", "b", "c"], ["d", "e"]]
+    with pytest.raises(ValueError, match="--cv_folds 6: needs 2 to 5 folds"):
+        fold_test_groups(groups, 6)
