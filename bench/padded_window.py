@@ -7,7 +7,7 @@ training and in transformers' `WhisperForAudioClassification`. This script measu
 the (2p) linear probe on a prepared corpus: every clip's per-layer mean and std over its real frames from both passes
 (cached like any nser backbone state), StandardScaler + logistic regression with C chosen by speaker-grouped inner
 cross-validation, under the benchmark's speaker cross-validation (every other speaker trains), on the full statistics
-and on the layer means alone. Clean training and clean test only: the padded pass costs about 0.9 s per clip on a
+and on the layer means alone. Clean training and clean test only: the padded pass costs about 1 s per clip on a
 2-core CPU, so the noisy protocol of `bench.robustness` (about 30 copies of every clip) is hours there.
 
     python -m bench.padded_window --dataset_dir data/casia
