@@ -18,17 +18,12 @@ import argparse
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 from datasets import DatasetDict, concatenate_datasets, load_from_disk
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
-from bench.systems import _macro_f1, grouped_c_search
+from bench.systems import _macro_f1, fit_probe, grouped_c_search, probe_features
 from nser.data import fold_test_groups
 from nser.feature_cache import cache_layer_states
 from nser.features import make_feature_function
@@ -40,7 +35,8 @@ STATISTICS = ("mean_std", "mean")
 
 
 def layer_statistics(corpus, model_path, pad, cache_dir, label_column):
-    """(clips, layers, 2, d_model) per-layer mean and std over real frames, and seconds spent (0 when cached)."""
+    """(clips, layers, 2, d_model) per-layer mean and std over real frames, and the seconds it took (about 1 s when
+    read from the cache)."""
     model = build_model(model_path, corpus.features[label_column].names, f"use_decoder=false,pad_to_30s={pad}")
     features = corpus.map(make_feature_function(model.build_feature_extractor(), label_column=label_column),
                           batched=True, batch_size=16, remove_columns=corpus.column_names, desc="log-mel")
@@ -55,9 +51,7 @@ def probe_scores(x, labels, groups, blocks, c_grid, inner_folds):
     for tested in blocks:
         test = np.isin(groups, tested)
         c, _ = grouped_c_search(x[~test], labels[~test], groups[~test], c_grid, inner_folds)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(x[~test], labels[~test])
+        probe = fit_probe(x[~test], labels[~test], c)
         scores.append(100 * _macro_f1(labels[test], probe.predict(x[test])))
         chosen.append(c)
     return scores, chosen
@@ -97,7 +91,7 @@ def main(argv=None):
     for name, pad in PASSES.items():
         stats, seconds = layer_statistics(corpus, args.model, pad, cache_dir, args.label_column)
         for statistics in STATISTICS:
-            x = (stats[:, :, 0] if statistics == "mean" else stats).reshape(len(stats), -1)
+            x = probe_features(stats, statistics)
             scores, chosen = probe_scores(x, labels, groups, blocks, args.c_grid, args.inner_folds)
             per_fold = ", ".join(f"{'+'.join(b)} {s:.1f}" for b, s in zip(blocks, scores))
             print(f"| {name} | {statistics} | {np.mean(scores):.1f} | {per_fold} | {', '.join(f'{c:g}' for c in chosen)} "

@@ -586,24 +586,33 @@ def grouped_c_search(x, y, groups, c_grid, inner_folds):
     smallest C on ties. Returns (C, {C: mean inner macro-F1})."""
     splitter = GroupKFold(n_splits=min(inner_folds, len(set(groups))))
     scores = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        for c in c_grid:
-            folds = []
-            for train_index, val_index in splitter.split(x, y, groups):
-                model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
-                model.fit(x[train_index], y[train_index])
-                folds.append(_macro_f1(y[val_index], model.predict(x[val_index])))
-            scores[c] = float(np.mean(folds))
+    for c in c_grid:
+        folds = []
+        for train_index, val_index in splitter.split(x, y, groups):
+            model = fit_probe(x[train_index], y[train_index], c)
+            folds.append(_macro_f1(y[val_index], model.predict(x[val_index])))
+        scores[c] = float(np.mean(folds))
     best = max(c_grid, key=lambda c: (scores[c], -c))
     return best, scores
 
 
+def fit_probe(x, y, c):
+    """The probe's model: StandardScaler + logistic regression with inverse L2 strength `c`, fitted on (x, y)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(x, y)
+
+
+def probe_features(stats, statistics="mean_std"):
+    """(N, layers * 2 * d_model) float32 from per-layer statistics (N, layers, 2, d_model); `statistics="mean"`:
+    (N, layers * d_model), the means alone."""
+    stats = np.asarray(stats, dtype=np.float32)
+    return (stats[:, :, 0] if statistics == "mean" else stats).reshape(len(stats), -1)
+
+
 def _stats_matrix(ds, statistics="mean_std"):
-    """(N, layers * 2 * d_model) float32 from a cached dataset of per-layer statistics (layers, 2, d_model);
-    `statistics="mean"`: (N, layers * d_model), the means alone."""
-    stats = np.asarray(ds["encoder_layer_stats"], dtype=np.float32)
-    return (stats[:, :, 0] if statistics == "mean" else stats).reshape(len(ds), -1)
+    """`probe_features` of a cached dataset of per-layer statistics."""
+    return probe_features(ds["encoder_layer_stats"], statistics)
 
 
 def run_probe(setup: Setup, spec: SystemSpec, seeds):
@@ -638,9 +647,7 @@ def run_probe(setup: Setup, spec: SystemSpec, seeds):
         with meter.stage("training") as record:
             c_grid, inner_folds = spec.options["c_grid"], spec.options["inner_folds"]
             best_c, scores = grouped_c_search(train_x, train_y, speakers, c_grid, inner_folds)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                pipeline = make_pipeline(StandardScaler(), LogisticRegression(C=best_c, max_iter=2000)).fit(train_x, train_y)
+            pipeline = fit_probe(train_x, train_y, best_c)
             record["clips"] += len(train_y)
         with meter.stage("inference") as record:
             rows = [result_row(name, noise_type, snr, np.asarray(ds["labels"]), pipeline.predict(_stats_matrix(ds, statistics)),
