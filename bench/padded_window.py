@@ -79,8 +79,14 @@ def main(argv=None):
     corpus = concatenate_datasets(list(loaded.values())) if isinstance(loaded, DatasetDict) else loaded
     if args.cv_column not in corpus.column_names:
         raise SystemExit(f"--cv_column {args.cv_column!r} not found; columns: {corpus.column_names}")
+    if not hasattr(corpus.features.get(args.label_column), "names"):
+        raise SystemExit(f"--label_column {args.label_column!r}: not a ClassLabel column of {args.dataset_dir}; "
+                         f"columns: {corpus.column_names}")
     labels, groups = np.asarray(corpus[args.label_column]), np.asarray([str(g) for g in corpus[args.cv_column]])
-    blocks = fold_test_groups(groups, args.cv_folds)  # as bench.robustness's folds
+    try:
+        blocks = fold_test_groups(groups, args.cv_folds)  # as bench.robustness's folds
+    except ValueError as error:  # too many or too few folds for the groups: refused before any Whisper pass
+        raise SystemExit(str(error)) from None
     cache_dir = os.path.expanduser(args.feature_cache_dir)
     command = " ".join(["python -m bench.padded_window", *(sys.argv[1:] if argv is None else argv)])
     print(f"Command: `{command}`\n")

@@ -1,4 +1,4 @@
-"""bench/padded_window.py: folds as the benchmark cuts them, the probe's scores, and a whole run on a tiny model."""
+"""bench/padded_window.py: the probe's scores per fold, bad columns and folds refused by name, a whole run on a tiny model."""
 
 import numpy as np
 import pytest
@@ -36,3 +36,17 @@ def test_whole_run_prints_both_passes_and_both_statistics(tmp_path, capsys):
         ["| 30 s padded window (Whisper)", "mean_std"], ["| 30 s padded window (Whisper)", "mean"]]
     assert all("s1+s2" in row and "s3+s4" in row for row in rows)
     assert sorted((tmp_path / "cache").glob("layer-stats-*.arrow"))  # both passes cached like any backbone state
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--label_column", "speaker"], "--label_column 'speaker': not a ClassLabel column"),
+    (["--label_column", "emotion"], "--label_column 'emotion': not a ClassLabel column"),
+    (["--cv_folds", "5"], "--cv_folds 5: needs 2 to 4 folds"),
+    (["--cv_column", "actor"], "--cv_column 'actor' not found"),
+])
+def test_bad_columns_and_folds_are_refused_by_name_before_any_whisper_pass(tmp_path, arguments, message):
+    corpus = make_corpus(tmp_path / "corpus", per_label=1, seconds=0.3)
+    with pytest.raises(SystemExit, match=message):
+        padded_window.main(["--dataset_dir", str(corpus), "--model", str(tmp_path / "no-model"),
+                            "--feature_cache_dir", str(tmp_path / "cache"), *arguments])
+    assert not (tmp_path / "cache").exists()
