@@ -9,8 +9,8 @@ Systems (bench/systems.py), on the same speaker-independent splits, training noi
   (4)  nser, encoder layer adapter (`use_decoder=false`)
   (5)  nser, encoder + decoder layer adapters on the greedy ASR hypothesis (`use_decoder=true`; on a subset)
   (N)  nser's default head (pooled statistics, standardised), encoder only; (Nc) clean-trained; (Ne) the mean
-       probabilities of (N) over the run's seeds; (N-L) (N) with LoRA on the encoder; (N-s), (2p-s) speaker-
-       normalised (transductive)
+       probabilities of (N) over the run's seeds; (N-L) (N) with LoRA on the encoder; (N-LF) (N) trained, then
+       LoRA and head from it (linear probing, then fine-tuning); (N-s), (2p-s) speaker-normalised (transductive)
   (Nd) (N) + the decoder layers on the greedy ASR hypothesis; (Ndc) clean-trained; (Nd-p) the decoder on the task
        prompt only (it hears the audio through cross-attention but reads no words): what the words add
   (6)  (4) trained on clean speech only; (6b) (5) trained on clean speech only
@@ -63,7 +63,7 @@ from matplotlib.figure import Figure
 from bench.systems import SYSTEM_FUNCTIONS, SYNTHETIC_TRAIN_NOISE, Setup, SystemSpec, fingerprint, mean_layer_weights, sum_stages
 from configuration_nser import NserConfig
 from modeling_nser import _cpu_has_native_bfloat16
-from nser.arguments import DataArguments, NoiseArguments
+from nser.arguments import DataArguments, ModelArguments, NoiseArguments
 from nser.atomic import write_text_atomic
 from nser.data import VALIDATION_MODES, cross_validation_folds, stratified_validation
 from nser.experiment import load_noise_bank
@@ -85,10 +85,10 @@ ALL_SYSTEMS = ("egemaps", "egemaps_clean", "whisper_last", "probe", "probe_clean
                "nser_enc_clean", "nser_encdec_clean", "nser_default", "nser_default_clean", "nser_default_ensemble",
                "nser_default_lora", "probe_speaker_norm", "nser_default_speaker_norm", "nser_default_encdec",
                "nser_default_encdec_prompt", "nser_default_encdec_clean", "nser_default_speed", "probe_speed",
-               "nser_default_inner_cv", "probe_all", "probe_all_mean")
+               "nser_default_inner_cv", "probe_all", "probe_all_mean", "nser_default_lpft")
 # Runs sharing a backbone share its feature cache: the first of them pays the extraction (reported as such).
 EXECUTION_ORDER = ("nser_default", "probe", "probe_all", "probe_all_mean", "nser_default_inner_cv", "whisper_last", "nser_default_clean", "probe_clean", "nser_default_ensemble",
-                   "variant", "nser_default_speed", "probe_speed", "nser_default_lora", "probe_speaker_norm",
+                   "variant", "nser_default_speed", "probe_speed", "nser_default_lora", "nser_default_lpft", "probe_speaker_norm",
                    "nser_default_speaker_norm", "nser_enc",
                    "nser_enc_clean", "egemaps", "egemaps_clean", "control", "wfac", "nser_default_encdec",
                    "nser_default_encdec_prompt", "nser_default_encdec_clean", "nser_encdec", "nser_encdec_clean")
@@ -201,6 +201,10 @@ def parse_args(argv):
     parser.add_argument("--inner_cv_folds", type=int, default=4, help="(N-i): at most this many inner folds (default 4)")
     parser.add_argument("--speaker_norm_clips", type=int, help="(2p-s), (N-s): each test speaker's statistics from this "
                         "many of its clips per condition (a fixed draw), as an enrolment would give (default: all)")
+    parser.add_argument("--lora_learning_rate", type=float, default=ModelArguments.lora_learning_rate,
+                        help=f"(N-LF): learning rate of the LoRA stage (default {ModelArguments.lora_learning_rate:g})")
+    parser.add_argument("--lora_epochs", type=float, default=ModelArguments.lora_epochs,
+                        help=f"(N-LF): epochs of the LoRA stage (default {ModelArguments.lora_epochs:g})")
     parser.add_argument("--probe_c_grid", type=float, nargs="+", help="C values tried for (2p) (default 1e-5 1e-4 1e-3 1e-2 0.1)")
     parser.add_argument("--output_dir", help="benchmark folder (default outputs/bench, -quick, -budget)")
     parser.add_argument("--feature_cache_dir", default="~/.cache/nser/features", help="nser's backbone-state cache")
@@ -256,6 +260,9 @@ def parse_args(argv):
         parser.error(f"--inner_cv_folds must be at least 2, got {args.inner_cv_folds}")
     if args.speaker_norm_clips is not None and args.speaker_norm_clips < 2:
         parser.error(f"--speaker_norm_clips must be at least 2 (a std needs two clips), got {args.speaker_norm_clips}")
+    if not (args.lora_learning_rate > 0 and args.lora_epochs > 0):
+        parser.error(f"--lora_learning_rate and --lora_epochs must be positive, got {args.lora_learning_rate:g} and "
+                     f"{args.lora_epochs:g}")
     return args
 
 
@@ -454,6 +461,13 @@ def build_specs(args, data_root):
                                         learned_layer_weights=True,
                                         note="LoRA r 8 on the encoder's q/v projections (nser defaults), trained with the "
                                              "head; no feature cache, so a new noisy draw every epoch"),
+        "nser_default_lpft": lambda: SystemSpec(
+            "nser_default_lpft", "N-LF", "(N), then LoRA on the encoder from its trained head", "nser", data(main), main,
+            snrs, seeds, config_overrides=DEFAULT_HEAD, training_overrides=DEFAULT_RECIPE, learned_layer_weights=True,
+            options={"model_arguments": {"use_lora": True, "lora_after_head": True, "lora_learning_rate": args.lora_learning_rate,
+                                         "lora_epochs": args.lora_epochs}},
+            note=f"(N) as above, then LoRA r 8 on the encoder's q/v and the head trained together from its best epoch "
+                 f"(learning rate {args.lora_learning_rate:g}, {args.lora_epochs:g} epochs, a new noisy draw each)"),
         "probe_speaker_norm": lambda: SystemSpec("probe_speaker_norm", "2p-s", f"(2p) with speaker normalisation ({transductive})",
                                          "probe", data(main), main, snrs, seeds[:1], speaker_normalization=True,
                                          options=probe | enrolment,
@@ -557,6 +571,8 @@ def estimate_minutes(specs, sizes, noise_types, augment_copies, epochs):
         variants += [("test", spec.subset["test"], c, n["test"]) for c in ["clean"] + [f"{t}{s}" for t in noise_types for s in spec.snrs]]
         test_clips = n["test"] * (1 + len(noise_types) * len(spec.snrs))
         run_epochs = spec.training_overrides.get("num_train_epochs", epochs)
+        if spec.model_arguments.get("lora_after_head"):  # the head's stage costs seconds (cached); the LoRA stage counts
+            run_epochs = spec.model_arguments["lora_epochs"]
         if spec.model_arguments.get("use_lora"):  # nothing cached: every pass runs the encoder
             encode = COST_PER_CLIP_S["real_length"] + AUDIO_PREP_S
             per_epoch = n["train"] * (LORA_TRAIN_S_PER_CLIP + AUDIO_PREP_S) + n["validation"] * encode + CHECKPOINT_S

@@ -27,6 +27,15 @@ class ModelArguments:
     lora_target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "v_proj"], metadata={"help": "Encoder linear layers that get LoRA."}
     )
+    lora_after_head: bool = field(
+        default=False,
+        metadata={"help": "With --use_lora: train the head on the frozen (cached) backbone first, then LoRA and head "
+                          "together from it (linear probing, then fine-tuning; Kumar et al. 2022)."},
+    )
+    lora_learning_rate: float = field(
+        default=1e-4, metadata={"help": "Learning rate of the LoRA stage after the head (--lora_after_head)."}
+    )
+    lora_epochs: float = field(default=3, metadata={"help": "Epochs of the LoRA stage after the head (--lora_after_head)."})
     class_weighted_loss: bool = field(
         default=False, metadata={"help": "Weight the cross-entropy by inverse class frequency (imbalanced corpora)."}
     )

@@ -230,9 +230,11 @@ class Fold:
                 for name, noise_type, snr_db, ds in self.views.test()]
 
 
-def head_trainer(model, args, train_dataset, eval_dataset, label_names, feature_extractor, class_weights=None, callbacks=()):
-    """A NserTrainer for `model`, its feature standardisation (when configured) fitted on `train_dataset` first."""
-    if model.config.standardize_features:
+def head_trainer(model, args, train_dataset, eval_dataset, label_names, feature_extractor, class_weights=None, callbacks=(),
+                 fit_statistics=True):
+    """A NserTrainer for `model`, its feature standardisation (when configured and `fit_statistics`) fitted on
+    `train_dataset` first."""
+    if fit_statistics and model.config.standardize_features:
         fit_feature_statistics(model, train_dataset, PaddingCollator(), args.per_device_eval_batch_size)
     return NserTrainer(
         model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
@@ -288,6 +290,56 @@ def choose_by_inner_cv(fold, train_dataset, label_names, model_args, data_args, 
     return chosen
 
 
+def training_callbacks(augmentation, model_args):
+    """A new noisy draw every epoch (uncached training) and early stopping, when asked for."""
+    callbacks = [NoiseEpochCallback(augmentation)] if augmentation else []
+    if model_args.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(model_args.early_stopping_patience))
+    return callbacks
+
+
+def check_lora_after_head(model_args, data_args, training_args):
+    """--lora_after_head trains its first stage from cached states and its second without: refuse what needs the
+    cache in both (speaker normalisation, mixup) and a missing --use_lora."""
+    problems = []
+    if not model_args.use_lora:
+        problems.append("--lora_after_head needs --use_lora true")
+    if data_args.speaker_normalization:
+        problems.append("--lora_after_head cannot be combined with --speaker_normalization (the LoRA stage has no cached "
+                        "statistics to normalise)")
+    if getattr(training_args, "mixup_alpha", 0.0) > 0:
+        problems.append("--lora_after_head cannot be combined with --mixup_alpha (the LoRA stage has no cached statistics "
+                        "to mix)")
+    if not data_args.cache_features:
+        problems.append("--lora_after_head trains the head on cached backbone states first: --cache_features true")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def lora_stage(trained, fold, splits, feature_extractor, bank, model_args, data_args, noise_args, label_names,
+               class_weights, resume, stage):
+    """The second stage of --lora_after_head (linear probing, then fine-tuning): LoRA on the encoder of the trained
+    model (its best epoch, its feature statistics kept) and the head trained together at --lora_learning_rate for
+    --lora_epochs, a new noisy draw every epoch, in `<output_dir>/lora`. Starting from a trained head rather than a
+    random one distorts the pretrained features less (Kumar et al., ICLR 2022). Returns (trainer, fold); the
+    fold's test conditions now run the adapted encoder."""
+    model = trained.model
+    add_encoder_lora(model, model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout, model_args.lora_target_modules)
+    args = copy.deepcopy(trained.args)
+    args.output_dir = os.path.join(args.output_dir, "lora")
+    args.learning_rate, args.num_train_epochs = model_args.lora_learning_rate, model_args.lora_epochs
+    fold = Fold(splits, model, feature_extractor, bank, data_args, noise_args, args, cache=False, stage=stage,
+                speakers=fold.speakers)
+    train_dataset, augmentation = fold.train_dataset()
+    args.remove_unused_columns = augmentation is None
+    trainer = head_trainer(model, args, train_dataset, fold.validation_dataset(), label_names, feature_extractor,
+                           class_weights, training_callbacks(augmentation, model_args), fit_statistics=False)
+    last_checkpoint = last_complete_checkpoint(args.output_dir) if resume and os.path.isdir(args.output_dir) else None
+    with stage("training", len(train_dataset)):
+        trainer.train(resume_from_checkpoint=last_checkpoint)
+    return trainer, fold
+
+
 def train_fold(splits, label_names, bank, model_args, data_args, noise_args, training_args, resume=True, stage=untimed,
                save_logits=False):
     """Train one model on one split (resuming its last checkpoint when `resume`); return (rows, trainer, extractor).
@@ -300,9 +352,11 @@ def train_fold(splits, label_names, bank, model_args, data_args, noise_args, tra
     if parse_config_overrides(model_args.config_overrides).get("speaker_adversarial_weight", 0) > 0:
         speakers = speaker_index(splits["train"], data_args.speaker_column_name)
         model_args = with_speaker_count(model_args, speakers)
+    if model_args.lora_after_head:
+        check_lora_after_head(model_args, data_args, training_args)
     model = build_model(model_args.model_name_or_path, label_names, model_args.config_overrides, model_args.freeze_backbone)
     feature_extractor = model.build_feature_extractor()
-    if model_args.use_lora:
+    if model_args.use_lora and not model_args.lora_after_head:
         add_encoder_lora(model, model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout, model_args.lora_target_modules)
     trainable_backbone = any(p.requires_grad for p in model.backbone.parameters())
     cache = data_args.cache_features and not trainable_backbone
@@ -324,9 +378,7 @@ def train_fold(splits, label_names, bank, model_args, data_args, noise_args, tra
     train_dataset, augmentation = fold.train_dataset()
     args = copy.deepcopy(training_args)
     args.remove_unused_columns = augmentation is None  # a transform needs its raw columns
-    callbacks = [NoiseEpochCallback(augmentation)] if augmentation else []
-    if model_args.early_stopping_patience:
-        callbacks.append(EarlyStoppingCallback(model_args.early_stopping_patience))
+    callbacks = training_callbacks(augmentation, model_args)
     class_weights = None
     if model_args.class_weighted_loss:
         class_weights = inverse_frequency_weights(fold.views.splits["train"][data_args.label_column_name], len(label_names))
@@ -343,6 +395,9 @@ def train_fold(splits, label_names, bank, model_args, data_args, noise_args, tra
     last_checkpoint = last_complete_checkpoint(args.output_dir) if resume and os.path.isdir(args.output_dir) else None
     with stage("training", len(train_dataset)):
         trainer.train(resume_from_checkpoint=last_checkpoint)
+    if model_args.lora_after_head:
+        trainer, fold = lora_stage(trainer, fold, splits, feature_extractor, bank, model_args, data_args, noise_args,
+                                   label_names, class_weights, resume, stage)
     trainer.args.remove_unused_columns = True
     conditions = fold.test_conditions()
     with stage("inference", sum(len(ds) for *_, ds in conditions)):

@@ -481,6 +481,28 @@ def test_lora_system_trains_the_encoder_on_noise_drawn_every_epoch_without_the_c
     assert not list(tmp_path.glob("*/seed-*/checkpoint-*"))
 
 
+def test_lpft_system_trains_the_head_from_the_cache_then_lora_on_noise_drawn_every_epoch(tiny_assets, tmp_path):
+    argv = tiny_arguments(tiny_assets, tmp_path)
+    argv = argv[:argv.index("--seeds")] + ["--seeds", "0"] + argv[argv.index("--epochs"):argv.index("--systems")]
+    payload = robustness.main(argv + ["--systems", "nser_default", "nser_default_lpft", "--lora_learning_rate", "0.01",
+                                      "--lora_epochs", "1"])
+    default, lpft = payload["systems"]
+    assert lpft["spec"]["number"] == "N-LF"
+    assert lpft["spec"]["options"] == {"model_arguments": {"use_lora": True, "lora_after_head": True,
+                                                           "lora_learning_rate": 0.01, "lora_epochs": 1.0}}
+    assert lpft["spec"]["training_overrides"] == default["spec"]["training_overrides"]  # the head's stage is (N)
+    assert lpft["cost"]["clips_computed"] == 0 and lpft["cost"]["clips_reused"] > 0  # (N)'s cached states
+    # the head's stage on (N)'s cached draws, then one fresh noisy draw per clip and LoRA epoch
+    assert lpft["cost"]["training_examples"] == default["cost"]["training_examples"] + lpft["sizes"]["train"]
+    assert all(math.isfinite(row["macro_f1_mean"]) for row in lpft["aggregated"])
+
+
+@pytest.mark.parametrize("flag, value", [("--lora_learning_rate", "0"), ("--lora_epochs", "-1")])
+def test_lora_stage_settings_must_be_positive(flag, value):
+    with pytest.raises(SystemExit):
+        robustness.parse_args(["--systems", "nser_default_lpft", flag, value])
+
+
 def test_probe_statistics_keep_layer_order_and_can_drop_the_stds():
     stats = np.arange(2 * 3 * 2 * 4, dtype=np.float32).reshape(2, 3, 2, 4)  # clips, layers, (mean, std), d_model
     ds = datasets.Dataset.from_dict({"encoder_layer_stats": stats.tolist()})

@@ -148,6 +148,48 @@ def test_lora_trains_on_the_fly_noise_and_saves_a_plain_model(assets, tmp_path):
     assert set(loaded.state_dict()) == set(state)
 
 
+def test_lora_after_head_fine_tunes_from_the_trained_head_and_keeps_its_feature_statistics(assets, tmp_path, monkeypatch):
+    seen = {}
+    lora_stage = nser.experiment.lora_stage
+
+    def spy(trained, *args, **kwargs):  # the model as the head's stage leaves it
+        seen["state"] = {key: value.clone() for key, value in trained.model.state_dict().items()}
+        seen["columns"] = trained.train_dataset.column_names
+        return lora_stage(trained, *args, **kwargs)
+
+    monkeypatch.setattr(nser.experiment, "lora_stage", spy)
+    out = tmp_path / "out"
+    result = run_nser.main(arguments(
+        assets, out, "--use_lora", "true", "--lora_after_head", "true", "--lora_r", "2", "--lora_epochs", "1",
+        "--lora_learning_rate", "1e-2", "--test_snrs", "0", "--test_noise_types", "white",
+    ))
+    assert "encoder_layer_stats" in seen["columns"]  # the head trained on cached backbone states first
+    final = result["trainer"].model.state_dict()
+    assert set(final) == set(seen["state"])  # LoRA merged into the encoder: a plain model again
+    statistics = [key for key in final if key.startswith("standardizers.")]
+    assert statistics and all(torch.equal(final[key], seen["state"][key]) for key in statistics)
+    changed = {key for key in final if not torch.equal(final[key], seen["state"][key])}
+    assert any("encoder" in key and "q_proj.weight" in key for key in changed)  # LoRA updates folded in
+    assert not any("k_proj" in key or "decoder" in key for key in changed)  # untargeted and unused weights stay
+    assert result["trainer"].args.learning_rate == 1e-2 and result["trainer"].args.num_train_epochs == 1
+    assert list((out / "lora").glob("checkpoint-*"))  # the LoRA stage's own checkpoints, apart from the head's
+    assert [row["condition"] for row in result["rows"]] == ["clean", "white_0dB"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--lora_after_head", "true"], "needs --use_lora true"),
+        (["--use_lora", "true", "--lora_after_head", "true", "--speaker_normalization", "true"], "--speaker_normalization"),
+        (["--use_lora", "true", "--lora_after_head", "true", "--cache_features", "false"], "--cache_features true"),
+    ],
+)
+def test_lora_after_head_refuses_what_its_two_stages_cannot_do(assets, tmp_path, extra, message):
+    with pytest.raises(ValueError, match=message):
+        run_nser.main(arguments(assets, tmp_path / "out", *extra))
+    assert not (tmp_path / "out" / "model").exists()
+
+
 @pytest.mark.parametrize(
     "extra, error, message",
     [
