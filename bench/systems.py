@@ -527,8 +527,8 @@ def _train_nser(setup: Setup, spec: SystemSpec, seed, run_dir):
     label_names = result["label_names"]
     del result, trainer
     gc.collect()
-    for checkpoint in Path(run_dir).glob("checkpoint-*"):
-        shutil.rmtree(checkpoint)
+    for checkpoint in [path for path in Path(run_dir).rglob("checkpoint-*") if path.is_dir()]:  # folds' and LoRA
+        shutil.rmtree(checkpoint)  # stages' (`lora/`) too
     return summary, label_names
 
 

@@ -495,6 +495,7 @@ def test_lpft_system_trains_the_head_from_the_cache_then_lora_on_noise_drawn_eve
     # the head's stage on (N)'s cached draws, then one fresh noisy draw per clip and LoRA epoch
     assert lpft["cost"]["training_examples"] == default["cost"]["training_examples"] + lpft["sizes"]["train"]
     assert all(math.isfinite(row["macro_f1_mean"]) for row in lpft["aggregated"])
+    assert not list(tmp_path.rglob("checkpoint-*"))  # the LoRA stage's checkpoints deleted as well
 
 
 @pytest.mark.parametrize("flag, value", [("--lora_learning_rate", "0"), ("--lora_epochs", "-1")])
