@@ -23,11 +23,11 @@ import torch
 from datasets import Audio, Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from bench import SHARED, WHISPER_BASE
 from modeling_nser import WhisperForNoisyEmotionClassification
 from nser.feature_cache import cache_layer_states
 from nser.features import PaddingCollator, make_feature_function
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 def casia_clips(num_clips):
@@ -67,7 +67,7 @@ def time_epochs(model, dataset, epochs, output_dir):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=str(SHARED / "models" / "whisper-base"))
+    parser.add_argument("--model", default=str(WHISPER_BASE))
     parser.add_argument("--num_clips", type=int, default=96)
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs each way (after one warm-up epoch)")
     parser.add_argument("--fusion", default="layer_adapter", help="encoder_fusion (and decoder_fusion) of the head")

@@ -22,12 +22,12 @@ import torchaudio
 from datasets import Audio, Dataset
 from transformers import WhisperTokenizer
 
+from bench import SHARED, WHISPER_BASE
 from bench.decoder_paths import BEFORE, DEFAULT_PATHS, build_paths
 from nser.augment import make_noisy_testset, split_by_condition
 from nser.features import PaddingCollator, make_feature_function
 from nser.noise_bank import NoiseBank
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PROMPT_TOKENS = 4  # <|startoftranscript|><|lang|><|task|><|notimestamps|>
 
 
@@ -88,7 +88,7 @@ def row(path, condition, results, text_ids, reference):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=str(SHARED / "models" / "whisper-base"))
+    parser.add_argument("--model", default=str(WHISPER_BASE))
     parser.add_argument("--casia_dir", default=str(SHARED / "data" / "casia"))
     parser.add_argument("--noise_dir", default=str(SHARED / "data" / "noise"))
     parser.add_argument("--texts", nargs="+", default=["201", "202", "203", "204"])

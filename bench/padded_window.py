@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 from datasets import DatasetDict, concatenate_datasets, load_from_disk
 
+from bench import WHISPER_BASE
 from bench.systems import _macro_f1, fit_probe, grouped_c_search, probe_features
 from nser.data import fold_test_groups
 from nser.feature_cache import cache_layer_states
 from nser.features import make_feature_function
 from nser.training import build_model
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "whisper-base"
 PASSES = {"real length (nser)": "false", "30 s padded window (Whisper)": "true"}
 STATISTICS = ("mean_std", "mean")
 
@@ -60,7 +60,7 @@ def probe_scores(x, labels, groups, blocks, c_grid, inner_folds):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset_dir", required=True, help="a corpus prepared by dataset_scripts (load_from_disk)")
-    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="Whisper checkpoint")
+    parser.add_argument("--model", default=str(WHISPER_BASE), help="Whisper checkpoint")
     parser.add_argument("--cv_column", default="speaker")
     parser.add_argument("--cv_folds", type=int, default=None, help="K consecutive blocks of groups (default: one per group)")
     parser.add_argument("--label_column", default="label")

@@ -60,6 +60,7 @@ from datasets import DatasetDict, load_from_disk
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from bench import SHARED, WHISPER_BASE
 from bench.systems import SYSTEM_FUNCTIONS, SYNTHETIC_TRAIN_NOISE, Setup, SystemSpec, fingerprint, mean_layer_weights, sum_stages
 from configuration_nser import NserConfig
 from modeling_nser import _cpu_has_native_bfloat16
@@ -76,7 +77,6 @@ from nser.training import parse_config_overrides
 logger = logging.getLogger("bench.robustness")
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 CORPORA = {"casia": "zh", "ravdess": "en"}  # corpus -> ASR language of the decoder system
 RESULT_FILE = "bench_result.json"
 RESULT_VERSION = 1  # bump when a system's computation changes, so old results are not reused
@@ -177,7 +177,7 @@ def parse_args(argv):
     preset.add_argument("--budget", action="store_true", help="the ~30 min preset (2 CPU cores)")
     parser.add_argument("--corpus", default="casia", choices=sorted(CORPORA), help="shared corpus (sets the ASR language)")
     parser.add_argument("--dataset_dir", help="prepared corpus folder (default data/<corpus>, from dataset_scripts)")
-    parser.add_argument("--model", default=str(SHARED / "models" / "whisper-base"), help="Whisper checkpoint")
+    parser.add_argument("--model", default=str(WHISPER_BASE), help="Whisper checkpoint")
     parser.add_argument("--noise_dir", default=str(SHARED / "data" / "noise"), help="noise folder with a train/test split")
     parser.add_argument("--language", help="ASR language of the decoder systems (default: by corpus)")
     parser.add_argument("--cv_column", help="cross-validation over this column (e.g. speaker) instead of the "

@@ -47,6 +47,7 @@ import torch
 import transformers
 from transformers import WhisperConfig, WhisperForAudioClassification
 
+from bench import SHARED, WHISPER_BASE
 from bench.decoder_paths import BEFORE_NAME, DEFAULT_PATHS, build_paths
 from modeling_nser import SAMPLING_RATE, WhisperForNoisyEmotionClassification
 from nser.audio import load_audio
@@ -54,8 +55,6 @@ from nser.features import PaddingCollator, log_mel
 
 logger = logging.getLogger(__name__)
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-DEFAULT_MODEL = SHARED / "models" / "whisper-base"
 DEFAULT_DATA = SHARED / "data"
 CORPUS_LANGUAGE = {"casia": "zh", "ravdess": "en"}  # the ASR language of each shared corpus
 # The emotion head is never trained here; only its size matters (CASIA's six emotions).
@@ -275,7 +274,7 @@ def target_lines(rows, seconds=3.0, target=8.0, decoder_target=4.0):
 # ----------------------------------------------------------------------------------------------- command line
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="Whisper checkpoint (folder or Hub id)")
+    parser.add_argument("--model", default=str(WHISPER_BASE), help="Whisper checkpoint (folder or Hub id)")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder holding the corpus folders")
     parser.add_argument("--corpus", default="casia", help="corpus folder under --data (casia or ravdess)")
     parser.add_argument("--language", help="ASR language of the decoder row (default: zh for casia, en for ravdess)")

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from transformers import WhisperConfig
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "whisper-base"
+from bench import WHISPER_BASE
 
 
 @dataclass
@@ -118,7 +118,7 @@ def table(rows, target_ms):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="Whisper checkpoint (only its config is read)")
+    parser.add_argument("--model", default=str(WHISPER_BASE), help="Whisper checkpoint (only its config is read)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per product (median), after one warm-up")
     parser.add_argument("--target_ms", type=float, default=233.0, help="issue 15's target: 933 ms / 4")

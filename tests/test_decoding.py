@@ -8,7 +8,8 @@ from transformers import GenerationConfig
 
 from bench.decoder_paths import build_paths, generate_then_teacher_force, parse_path, with_dynamic_int8_asr
 from bench.hypothesis_quality import agreement, degenerate
-from bench.speed import DEFAULT_DATA, DEFAULT_MODEL, nser_inputs, speech_clips
+from bench import WHISPER_BASE
+from bench.speed import DEFAULT_DATA, nser_inputs, speech_clips
 from test_modeling import padded_batch
 from tiny_models import SPECIAL, random_features, tiny_generation_config, tiny_model
 
@@ -158,12 +159,12 @@ def test_hypothesis_agreement_and_degeneracy_measures():
     assert degenerate([7, 7, 7, 7]) and not degenerate([7, 7, 7, 8])
 
 
-@pytest.mark.skipif(not DEFAULT_MODEL.is_dir(), reason=f"real Whisper checkpoint absent: {DEFAULT_MODEL}")
+@pytest.mark.skipif(not WHISPER_BASE.is_dir(), reason=f"real Whisper checkpoint absent: {WHISPER_BASE}")
 def test_ctranslate2_float32_path_decodes_like_the_fused_path():
     """The engine is the only difference: on real speech, CTranslate2 in float32 gives the fused path's hypotheses
     and, teacher-forced on them over its own window output, the same decoder states up to float error."""
     pytest.importorskip("ctranslate2", reason="ctranslate2 not installed (bench/requirements.txt)")
-    fused, ct2 = build_paths(DEFAULT_MODEL, "zh", ["30:float32", "ct2:float32"])
+    fused, ct2 = build_paths(WHISPER_BASE, "zh", ["30:float32", "ct2:float32"])
     assert ct2.name == "CTranslate2 greedy, 30 s window, float32"
     waveforms = speech_clips(DEFAULT_DATA / "casia", 2.0, 3)
     inputs = nser_inputs(fused.model.build_feature_extractor(), waveforms)
