@@ -298,6 +298,14 @@ def training_callbacks(augmentation, model_args):
     return callbacks
 
 
+def train_resuming(trainer, resume, stage=untimed):
+    """`trainer.train()` from the last complete checkpoint in its output folder when `resume`, timed as "training"."""
+    output_dir = trainer.args.output_dir
+    last_checkpoint = last_complete_checkpoint(output_dir) if resume and os.path.isdir(output_dir) else None
+    with stage("training", len(trainer.train_dataset)):
+        trainer.train(resume_from_checkpoint=last_checkpoint)
+
+
 def check_lora_after_head(model_args, data_args, training_args):
     """--lora_after_head trains its first stage from cached states and its second without: refuse what needs the
     cache in both (speaker normalisation, mixup) and a missing --use_lora."""
@@ -334,9 +342,7 @@ def lora_stage(trained, fold, splits, feature_extractor, bank, model_args, data_
     args.remove_unused_columns = augmentation is None
     trainer = head_trainer(model, args, train_dataset, fold.validation_dataset(), label_names, feature_extractor,
                            class_weights, training_callbacks(augmentation, model_args), fit_statistics=False)
-    last_checkpoint = last_complete_checkpoint(args.output_dir) if resume and os.path.isdir(args.output_dir) else None
-    with stage("training", len(train_dataset)):
-        trainer.train(resume_from_checkpoint=last_checkpoint)
+    train_resuming(trainer, resume, stage)
     return trainer, fold
 
 
@@ -392,9 +398,7 @@ def train_fold(splits, label_names, bank, model_args, data_args, noise_args, tra
         args = with_training_overrides(args, candidate)
     trainer = head_trainer(model, args, train_dataset, fold.validation_dataset(), label_names, feature_extractor,
                            class_weights, callbacks)
-    last_checkpoint = last_complete_checkpoint(args.output_dir) if resume and os.path.isdir(args.output_dir) else None
-    with stage("training", len(train_dataset)):
-        trainer.train(resume_from_checkpoint=last_checkpoint)
+    train_resuming(trainer, resume, stage)
     if model_args.lora_after_head:
         trainer, fold = lora_stage(trainer, fold, splits, feature_extractor, bank, model_args, data_args, noise_args,
                                    label_names, class_weights, resume, stage)
