@@ -10,7 +10,8 @@ Systems (bench/systems.py), on the same speaker-independent splits, training noi
   (5)  nser, encoder + decoder layer adapters on the greedy ASR hypothesis (`use_decoder=true`; on a subset)
   (N)  nser's default head (pooled statistics, standardised), encoder only; (Nc) clean-trained; (Ne) the mean
        probabilities of (N) over the run's seeds; (N-L) (N) with LoRA on the encoder; (N-LF) (N) trained, then
-       LoRA and head from it (linear probing, then fine-tuning); (N-s), (2p-s) speaker-normalised (transductive)
+       LoRA and head from it (linear probing, then fine-tuning); (N-s), (2p-s) speaker-normalised (transductive);
+       (N+2p) (N) and (2p) fused: the mean of their class probabilities
   (Nd) (N) + the decoder layers on the greedy ASR hypothesis; (Ndc) clean-trained; (Nd-p) the decoder on the task
        prompt only (it hears the audio through cross-attention but reads no words): what the words add
   (6)  (4) trained on clean speech only; (6b) (5) trained on clean speech only
@@ -85,10 +86,10 @@ ALL_SYSTEMS = ("egemaps", "egemaps_clean", "whisper_last", "probe", "probe_clean
                "nser_enc_clean", "nser_encdec_clean", "nser_default", "nser_default_clean", "nser_default_ensemble",
                "nser_default_lora", "probe_speaker_norm", "nser_default_speaker_norm", "nser_default_encdec",
                "nser_default_encdec_prompt", "nser_default_encdec_clean", "nser_default_speed", "probe_speed",
-               "nser_default_inner_cv", "probe_all", "probe_all_mean", "nser_default_lpft")
+               "nser_default_inner_cv", "probe_all", "probe_all_mean", "nser_default_lpft", "nser_default_probe_fusion")
 # Runs sharing a backbone share its feature cache: the first of them pays the extraction (reported as such).
 EXECUTION_ORDER = ("nser_default", "probe", "probe_all", "probe_all_mean", "nser_default_inner_cv", "whisper_last", "nser_default_clean", "probe_clean", "nser_default_ensemble",
-                   "variant", "nser_default_speed", "probe_speed", "nser_default_lora", "nser_default_lpft", "probe_speaker_norm",
+                   "nser_default_probe_fusion", "variant", "nser_default_speed", "probe_speed", "nser_default_lora", "nser_default_lpft", "probe_speaker_norm",
                    "nser_default_speaker_norm", "nser_enc",
                    "nser_enc_clean", "egemaps", "egemaps_clean", "control", "wfac", "nser_default_encdec",
                    "nser_default_encdec_prompt", "nser_default_encdec_clean", "nser_encdec", "nser_encdec_clean")
@@ -455,6 +456,11 @@ def build_specs(args, data_root):
                                             options={"ensemble_seeds": seeds},
                                             note=f"mean class probabilities of (N) trained with seeds {seeds}: one model of "
                                                  f"{len(seeds)}x the cost"),
+        "nser_default_probe_fusion": lambda: SystemSpec(
+            "nser_default_probe_fusion", "N+2p", "(N) and (2p), mean of their class probabilities", "fusion", data(main), main,
+            snrs, seeds, config_overrides=DEFAULT_HEAD, training_overrides=DEFAULT_RECIPE, learned_layer_weights=True,
+            options=probe, note="each seed's (N) and the one (2p) of its fold, their class probabilities averaged clip by "
+                                "clip with equal weights (nothing tuned)"),
         "nser_default_lora": lambda: SystemSpec("nser_default_lora", "N-L", "(N) + LoRA on the encoder, noise drawn every epoch",
                                         "nser", data(main), main, snrs, seeds, config_overrides=DEFAULT_HEAD,
                                         training_overrides=LORA_RECIPE, options={"model_arguments": {"use_lora": True}},
@@ -584,7 +590,7 @@ def estimate_minutes(specs, sizes, noise_types, augment_copies, epochs):
             if (cache, split, size, variant) not in done:
                 done.add((cache, split, size, variant))
                 seconds += clips * (COST_PER_CLIP_S[cost] + AUDIO_PREP_S)
-        if spec.kind == "nser":
+        if spec.kind in ("nser", "fusion"):
             per_epoch = (train_clips + n["validation"] / 3) * TRAIN_S_PER_EXAMPLE_EPOCH + CHECKPOINT_S
             runs = len(spec.options.get("ensemble_seeds") or spec.seeds)
             seconds += runs * (RUN_OVERHEAD_S + run_epochs * per_epoch + test_clips * INFERENCE_S_PER_CLIP)

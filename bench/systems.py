@@ -63,7 +63,7 @@ from transformers import (
 from nser.arguments import DataArguments, ModelArguments, NoiseArguments, NserTrainingArguments, RunArguments
 from nser.audio import SAMPLING_RATE, waveform_from_value
 from nser.data import load_corpus, prepare_columns, speaker_independent_splits
-from nser.ensemble import TEST_LOGITS_FILE, ensemble_rows
+from nser.ensemble import TEST_LOGITS_FILE, ensemble_rows, save_test_logits
 from nser.experiment import INNER_CV_RESULTS, Fold, NoisyViews, load_noise_bank, run_experiment
 from nser.metrics import classification_metrics
 from nser.training import build_model
@@ -418,30 +418,34 @@ def train_whisper_classifier_head(config, train, validation, setup: Setup, seed)
     return model.eval(), best[0], best[2]
 
 
+def _wfac_features(setup: Setup, spec: SystemSpec, view: CorpusView, meter: ResourceMeter):
+    """(3)'s pooled layer means of every audio variant, and its config; the backbone is released on return.
+    Returns (config, (train_x, train_y), validation (x, y), [(name, noise_type, snr, x, y)])."""
+    with meter.stage("model load"):
+        model = load_whisper_classifier(setup.model, view.label_names)
+        feature_extractor = padded_feature_extractor(model.config)
+    with meter.stage("extraction") as record:
+        def features(variant, ds, augmentation):
+            return memoised_features(setup, "wfac", view, variant, ds, augmentation,
+                                     lambda clips: pooled_layer_means(model, feature_extractor, clips), record)
+
+        views = view.views(spec.snrs, spec.train_with_noise)
+        train = [features(name, ds, aug) for name, ds, aug in views.train()]
+        train_y = np.concatenate([view.labels("train")] * len(train))
+        val_name, val_ds, val_aug = views.validation()
+        validation = (features(val_name, val_ds, val_aug), view.labels("validation"))
+        conditions = [(name, noise_type, snr, features(f"test {name}", ds, None), np.asarray(list(ds["label"])))
+                      for name, noise_type, snr, ds in views.test()]
+    return model.config, (np.concatenate(train), train_y), validation, conditions
+
+
 def run_wfac(setup: Setup, spec: SystemSpec, seeds):
     """Pooled layer means of every variant once, then one head per seed."""
     view = CorpusView(setup, spec.dataset_dir)
     results = {}
     start = time.perf_counter()
     with ResourceMeter() as meter:
-        with meter.stage("model load"):
-            model = load_whisper_classifier(setup.model, view.label_names)
-            feature_extractor = padded_feature_extractor(model.config)
-        with meter.stage("extraction") as record:
-            def features(variant, ds, augmentation):
-                return memoised_features(setup, "wfac", view, variant, ds, augmentation,
-                                         lambda clips: pooled_layer_means(model, feature_extractor, clips), record)
-
-            views = view.views(spec.snrs, spec.train_with_noise)
-            train = [features(name, ds, aug) for name, ds, aug in views.train()]
-            train_x = np.concatenate(train)
-            train_y = np.concatenate([view.labels("train")] * len(train))
-            val_name, val_ds, val_aug = views.validation()
-            validation = (features(val_name, val_ds, val_aug), view.labels("validation"))
-            conditions = [(name, noise_type, snr, features(f"test {name}", ds, None), np.asarray(list(ds["label"])))
-                          for name, noise_type, snr, ds in views.test()]
-        config = model.config
-        del model
+        config, (train_x, train_y), validation, conditions = _wfac_features(setup, spec, view, meter)
         gc.collect()
         extraction_s = time.perf_counter() - start
         for seed in seeds:
@@ -615,48 +619,92 @@ def _stats_matrix(ds, statistics="mean_std"):
     return probe_features(ds["encoder_layer_stats"], statistics)
 
 
-def run_probe(setup: Setup, spec: SystemSpec, seeds):
-    """(2p): per-layer mean + std of every encoder layer from nser's feature cache (shared with the nser systems
-    that pool before fusion), C by grouped CV on the training speakers, one fit, predictions per condition.
-    `spec.options`: `fit_on_validation` adds the validation clips to the fit, `statistics="mean"` drops the stds."""
-    seed = seeds[0]
+def fit_fold_probe(setup: Setup, spec: SystemSpec, seed, meter: ResourceMeter):
+    """(2p) on `spec`'s corpus folder: per-layer mean + std of every encoder layer from nser's feature cache (shared
+    with the nser systems that pool before fusion), C by grouped CV on the training speakers, one fit.
+    `spec.options`: `fit_on_validation` adds the validation clips to the fit, `statistics="mean"` drops the stds.
+    Returns (fitted pipeline, its features of each test condition [(name, noise_type, snr, x, labels)], label
+    names, selection record)."""
     view = CorpusView(setup, spec.dataset_dir)
-    start = time.perf_counter()
-    with ResourceMeter() as meter:
-        with meter.stage("model load"):
-            model = build_model(setup.model, view.label_names, PROBE_OVERRIDES)
-        data_args = DataArguments(dataset_name=spec.dataset_dir, feature_cache_dir=setup.feature_cache_dir,
-                                  speaker_normalization=spec.speaker_normalization,
-                                  speaker_normalization_clips=spec.options.get("speaker_normalization_clips"))
-        training_args = setup.training_arguments(setup.output_dir / spec.key / f"seed-{seed}", seed)
-        fold = Fold(view.splits, model, model.build_feature_extractor(), view.bank, data_args,
-                    setup.noise_arguments(spec.snrs, spec.train_with_noise, **spec.noise_overrides), training_args, cache=True,
-                    stage=_stage_hook(meter, setup.feature_cache_dir))
-        statistics = spec.options.get("statistics", "mean_std")
-        train, _ = fold.train_dataset()
-        copies = len(train) // len(view.splits["train"])
-        fit_sets = [(train, list(view.splits["train"]["speaker"]) * copies)]
-        if spec.options.get("fit_on_validation"):
-            fit_sets.append((fold.validation_dataset(), view.splits["validation"]["speaker"]))
-        conditions = fold.test_conditions()
-        del model
-        gc.collect()
-        train_x = np.concatenate([_stats_matrix(ds, statistics) for ds, _ in fit_sets])
-        train_y = np.concatenate([np.asarray(ds["labels"]) for ds, _ in fit_sets])
-        speakers = np.asarray([str(s) for _, column in fit_sets for s in column])
-        with meter.stage("training") as record:
-            c_grid, inner_folds = spec.options["c_grid"], spec.options["inner_folds"]
-            best_c, scores = grouped_c_search(train_x, train_y, speakers, c_grid, inner_folds)
-            pipeline = fit_probe(train_x, train_y, best_c)
-            record["clips"] += len(train_y)
-        with meter.stage("inference") as record:
-            rows = [result_row(name, noise_type, snr, np.asarray(ds["labels"]), pipeline.predict(_stats_matrix(ds, statistics)),
-                               view.label_names) for name, noise_type, snr, ds in conditions]
-            record["clips"] += sum(len(ds) for *_, ds in conditions)
+    with meter.stage("model load"):
+        model = build_model(setup.model, view.label_names, PROBE_OVERRIDES)
+    data_args = DataArguments(dataset_name=spec.dataset_dir, feature_cache_dir=setup.feature_cache_dir,
+                              speaker_normalization=spec.speaker_normalization,
+                              speaker_normalization_clips=spec.options.get("speaker_normalization_clips"))
+    training_args = setup.training_arguments(setup.output_dir / spec.key / f"seed-{seed}", seed)
+    fold = Fold(view.splits, model, model.build_feature_extractor(), view.bank, data_args,
+                setup.noise_arguments(spec.snrs, spec.train_with_noise, **spec.noise_overrides), training_args, cache=True,
+                stage=_stage_hook(meter, setup.feature_cache_dir))
+    statistics = spec.options.get("statistics", "mean_std")
+    train, _ = fold.train_dataset()
+    copies = len(train) // len(view.splits["train"])
+    fit_sets = [(train, list(view.splits["train"]["speaker"]) * copies)]
+    if spec.options.get("fit_on_validation"):
+        fit_sets.append((fold.validation_dataset(), view.splits["validation"]["speaker"]))
+    conditions = [(name, noise_type, snr, _stats_matrix(ds, statistics), np.asarray(ds["labels"]))
+                  for name, noise_type, snr, ds in fold.test_conditions()]
+    del model
+    gc.collect()
+    train_x = np.concatenate([_stats_matrix(ds, statistics) for ds, _ in fit_sets])
+    train_y = np.concatenate([np.asarray(ds["labels"]) for ds, _ in fit_sets])
+    speakers = np.asarray([str(s) for _, column in fit_sets for s in column])
+    with meter.stage("training") as record:
+        c_grid, inner_folds = spec.options["c_grid"], spec.options["inner_folds"]
+        best_c, scores = grouped_c_search(train_x, train_y, speakers, c_grid, inner_folds)
+        pipeline = fit_probe(train_x, train_y, best_c)
+        record["clips"] += len(train_y)
     chosen = {"C": best_c, "inner_cv_macro_f1": {str(c): v for c, v in scores.items()}, "c_grid": list(c_grid),
               "inner_folds": min(inner_folds, len(set(speakers)))}
+    return pipeline, conditions, view.label_names, chosen
+
+
+def run_probe(setup: Setup, spec: SystemSpec, seeds):
+    """(2p), deterministic: one fit (`fit_fold_probe`), predictions per condition."""
+    seed = seeds[0]
+    start = time.perf_counter()
+    with ResourceMeter() as meter:
+        pipeline, conditions, label_names, chosen = fit_fold_probe(setup, spec, seed, meter)
+        with meter.stage("inference") as record:
+            rows = [result_row(name, noise_type, snr, y, pipeline.predict(x), label_names)
+                    for name, noise_type, snr, x, y in conditions]
+            record["clips"] += sum(len(y) for *_, y in conditions)
     return {seed: {"rows": rows, "layer_weights": None, "stages": meter.records, "wall_s": time.perf_counter() - start,
                    "selection": chosen}}
 
 
-SYSTEM_FUNCTIONS = {"egemaps": run_egemaps, "wfac": run_wfac, "nser": run_nser, "probe": run_probe}
+def save_probe_logits(path, pipeline, conditions):
+    """The probe's log class probabilities of every test condition, in `nser.ensemble`'s test-logits format (their
+    softmax is the probe's probabilities), so that `ensemble_rows` can average them with an nser run's."""
+    classes = [int(c) for c in pipeline.classes_]
+    if classes != list(range(len(classes))):
+        raise ValueError(f"the probe was fitted on label ids {classes}: every label needs training clips to fuse it")
+    rows = [{"condition": name, "noise_type": noise_type, "snr_db": snr} for name, noise_type, snr, _, _ in conditions]
+    logits = [np.log(np.clip(pipeline.predict_proba(x), 1e-12, 1.0)) for *_, x, _ in conditions]
+    return save_test_logits(path, rows, logits, [y for *_, y in conditions])
+
+
+# --------------------------------------------------------------------------------------------- (N+2p) fusion
+def run_probe_fusion(setup: Setup, spec: SystemSpec, seeds):
+    """(N+2p): (N) and (2p) on the same fold, scored on the mean of their class probabilities clip by clip (equal
+    weights, nothing tuned). The probe is fitted once (deterministic); (N) trains once per seed, as system (N)."""
+    start = time.perf_counter()
+    with ResourceMeter() as meter:
+        pipeline, conditions, _, chosen = fit_fold_probe(setup, spec, seeds[0], meter)
+    probe_file = setup.output_dir / spec.key / f"probe-{TEST_LOGITS_FILE}"
+    probe_file.parent.mkdir(parents=True, exist_ok=True)
+    save_probe_logits(probe_file, pipeline, conditions)
+    probe_s, results = time.perf_counter() - start, {}
+    for seed in seeds:
+        run_dir = setup.output_dir / spec.key / f"seed-{seed}"
+        member, label_names = _train_nser(setup, spec, seed, run_dir)
+        results[seed] = {
+            **member, "rows": ensemble_rows([run_dir / TEST_LOGITS_FILE, probe_file], label_names),
+            "stages": sum_stages([member["stages"], meter.records if seed == seeds[0] else None]),
+            "wall_s": member["wall_s"] + (probe_s if seed == seeds[0] else 0.0),
+            "selection": {**member["selection"], "nser_rows": member["rows"], "probe": chosen},
+        }
+    return results
+
+
+SYSTEM_FUNCTIONS = {"egemaps": run_egemaps, "wfac": run_wfac, "nser": run_nser, "probe": run_probe,
+                    "fusion": run_probe_fusion}

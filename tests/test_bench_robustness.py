@@ -467,6 +467,37 @@ def test_seed_ensemble_averages_the_probabilities_of_the_default_heads_seeds(tin
     assert ensemble["cost"]["training_examples"] == 2 * single["cost"]["training_examples"]
 
 
+def test_probe_fusion_averages_each_seeds_default_head_with_the_folds_probe(tiny_assets, tmp_path):
+    argv = tiny_arguments(tiny_assets, tmp_path)
+    argv = argv[:argv.index("--systems")] + ["--systems", "probe", "nser_default", "nser_default_probe_fusion"]
+    payload = robustness.main(argv)
+    probe, default, fusion = payload["systems"]
+    assert fusion["spec"]["number"] == "N+2p" and fusion["spec"]["kind"] == "fusion"
+    probe_file = tmp_path / "nser_default_probe_fusion" / "probe-test_logits.npz"
+    labels = probe["results"][0]["rows"][0]["labels"]
+    # the probe's saved probabilities decide as system (2p) does; its C was chosen the same way
+    assert ensemble_rows([probe_file], labels) == probe["results"][0]["rows"]
+    assert fusion["results"][0]["selection"]["probe"] == probe["results"][0]["selection"]
+    for seed, result, single in zip((0, 1), fusion["results"], default["results"]):
+        assert result["selection"]["nser_rows"] == single["rows"]  # its (N) is system (N) with that seed
+        head_file = tmp_path / "nser_default_probe_fusion" / f"seed-{seed}" / "test_logits.npz"
+        assert result["rows"] == ensemble_rows([head_file, probe_file], labels)
+    assert fusion["cost"]["clips_computed"] == 0  # (N)'s cached states, for the probe and the head
+    assert not list(tmp_path.glob("*/seed-*/checkpoint-*"))
+
+
+def test_probe_logits_need_every_label_among_the_probes_classes(tmp_path):
+    x, y = np.random.default_rng(0).normal(size=(12, 4)), np.array([0, 2] * 6)  # label 1 has no training clip
+    conditions = [("clean", "clean", None, x, y)]
+    with pytest.raises(ValueError, match=r"label ids \[0, 2\]"):
+        systems.save_probe_logits(tmp_path / "probe.npz", systems.fit_probe(x, y, 1.0), conditions)
+    y = np.array([0, 1, 2] * 4)
+    systems.save_probe_logits(tmp_path / "probe.npz", systems.fit_probe(x, y, 1.0), [("clean", "clean", None, x, y)])
+    (saved,) = ensemble_rows([tmp_path / "probe.npz"], ["a", "b", "c"])
+    predictions = systems.fit_probe(x, y, 1.0).predict(x)
+    assert saved == systems.result_row("clean", "clean", None, y, predictions, ["a", "b", "c"])
+
+
 def test_lora_system_trains_the_encoder_on_noise_drawn_every_epoch_without_the_cache(tiny_assets, tmp_path):
     argv = tiny_arguments(tiny_assets, tmp_path)
     argv = argv[:argv.index("--seeds")] + ["--seeds", "0"] + argv[argv.index("--epochs"):argv.index("--systems")]
