@@ -139,7 +139,7 @@ class SystemSpec:
     key: str  # folder name under the output folder and key in robustness.json
     number: str  # the system's number in issue 5 ("1" .. "6", "4*" for a matched control)
     title: str
-    kind: str  # "egemaps", "wfac" or "nser"
+    kind: str  # a SYSTEM_FUNCTIONS key: "egemaps", "wfac", "nser", "probe" or "fusion"
     dataset_dir: str  # the corpus folder (the prepared corpus or a fixed stratified subset of it)
     subset: dict  # {"train": n or None (all), "validation": ..., "test": ...}
     snrs: list[float]
